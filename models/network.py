@@ -1,0 +1,108 @@
+"""The container every spikeport model is built from, and hidden-spike recording.
+
+A :class:`SpikingSequential` is an ordered list of stateless layers (Linear, Conv2d, pools,
+Flatten) and snntorch neuron populations. It maps an input (T, B, ...) to the spikes of its
+last population (T, B, C). The order of layers *is* the graph, which keeps export to NIR a
+walk over a list.
+
+Evaluation is layer-major: a stateless layer is applied to all T*B inputs at once, a neuron
+population is stepped through time. For a feed-forward network this computes exactly what
+the step-major loop computes, with large batched matmuls instead of T small ones.
+
+:func:`record` captures the spikes (and optionally membranes) of every neuron population
+through forward hooks, so any model, ours or a user's, can be recorded unchanged.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import snntorch as snn
+import torch
+from torch import nn
+
+
+class SpikingSequential(nn.Module):
+    def __init__(self, layers: list[nn.Module], input_shape: tuple[int, ...], n_classes: int):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.input_shape = tuple(input_shape)
+        self.n_classes = n_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T, B = x.shape[:2]
+        h = x  # (T, B, ...)
+        for layer in self.layers:
+            if isinstance(layer, snn.SpikingNeuron):
+                h = _step_population(layer, h)
+            else:
+                y = layer(h.reshape(T * B, *h.shape[2:]))
+                h = y.reshape(T, B, *y.shape[1:])
+        return h  # (T, B, C) spikes of the last population
+
+    def neuron_layers(self) -> list[tuple[str, snn.SpikingNeuron]]:
+        return [(f"layers.{i}", m) for i, m in enumerate(self.layers)
+                if isinstance(m, snn.SpikingNeuron)]
+
+
+def _step_population(neuron: snn.SpikingNeuron, current: torch.Tensor) -> torch.Tensor:
+    """Run one population over time from zero state; current (T, B, ...) -> spikes."""
+    zeros = torch.zeros_like(current[0])
+    state = (zeros, zeros) if isinstance(neuron, snn.Synaptic) else (zeros,)
+    out = []
+    for t in range(current.shape[0]):
+        spk, *state = neuron(current[t], *state)
+        out.append(spk)
+    return torch.stack(out)
+
+
+class Recording(dict):
+    """name -> tensor (T, B, ...) of spikes; ``membranes`` holds v when requested."""
+
+    def __init__(self):
+        super().__init__()
+        self.membranes: dict[str, torch.Tensor] = {}
+
+
+@contextmanager
+def record(model: nn.Module, membranes: bool = False) -> Iterator[Recording]:
+    """Record every snntorch neuron population of ``model`` during the ``with`` block.
+
+    Each population's hook receives one call per time step; the steps of one forward pass
+    are stacked into (T, B, ...). Recording several forward passes concatenates along the
+    batch axis.
+    """
+    rec = Recording()
+    steps: dict[str, list[torch.Tensor]] = {}
+    mems: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    names = [(n, m) for n, m in model.named_modules() if isinstance(m, snn.SpikingNeuron)]
+
+    def hook(name):
+        def fn(module, inputs, output):
+            steps.setdefault(name, []).append(output[0].detach())
+            if membranes:
+                mems.setdefault(name, []).append(output[-1].detach())
+        return fn
+
+    for name, module in names:
+        handles.append(module.register_forward_hook(hook(name)))
+
+    def flush():
+        # Turn the per-step lists of the finished forward pass into (T, B, ...) tensors.
+        for store, target in ((steps, rec), (mems, rec.membranes)):
+            for name, seq in store.items():
+                new = torch.stack(seq)
+                target[name] = new if name not in target else torch.cat([target[name], new], 1)
+            store.clear()
+
+    def post(module, inputs, output):
+        flush()
+
+    handles.append(model.register_forward_hook(post))
+    try:
+        yield rec
+    finally:
+        for h in handles:
+            h.remove()
+        flush()

@@ -1,0 +1,174 @@
+"""The CLI through typer's runner: results, reproducibility, and every bad input ending in
+one clear line, exit code 2, no traceback and nothing overwritten."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from toolchain.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and "fix:" in err, err
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in err, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny training run shared by the tests that only read it."""
+    recipe = Path(__file__).resolve().parent / "fixtures" / "tiny.yaml"
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = invoke("train", "--recipe", recipe, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    return recipe, out, json.loads(result.stdout)
+
+
+def test_train_json_has_the_four_fields_and_writes_the_run_dir(trained):
+    recipe, out, summary = trained
+    assert set(summary) == {"run_dir", "test_accuracy", "test_f1", "hidden_usage"}
+    assert 0.0 <= summary["test_accuracy"] <= 1.0 and 0.0 <= summary["hidden_usage"] <= 1.0
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.json"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for k in ("test_accuracy", "test_f1", "hidden_usage"):
+        assert metrics[k] == summary[k]
+    assert metrics["train_history"][0]["epoch"] == 1
+
+
+def test_evaluate_recomputes_exactly_the_training_figures(trained):
+    _, out, summary = trained
+    result = invoke("evaluate", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == summary
+
+
+def test_evaluate_prints_a_table(trained):
+    _, out, summary = trained
+    result = invoke("evaluate", out)
+    assert result.exit_code == 0
+    assert f"{summary['test_accuracy']:.4f}" in result.stdout and "hidden usage" in result.stdout
+
+
+def test_same_seed_same_weights_other_seed_other_weights(trained, tmp_path):
+    recipe, out, _ = trained
+    assert invoke("train", "--recipe", recipe, "--out", tmp_path / "a").exit_code == 0
+    assert invoke("train", "--recipe", recipe, "--out", tmp_path / "b", "--seed", 99).exit_code == 0
+    ref = torch.load(out / "checkpoint.pt", weights_only=True)["state_dict"]
+    same = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["state_dict"]
+    other = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert ref.keys() == same.keys()
+    assert all(torch.equal(ref[k], same[k]) for k in ref)
+    assert not torch.equal(ref["layers.1.weight"], other["layers.1.weight"])
+
+
+def test_existing_run_dir_is_not_overwritten_without_force(trained):
+    recipe, out, _ = trained
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = invoke("train", "--recipe", recipe, "--out", out, "--seed", 5)
+    assert_user_error(result, "already exists", "--force")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_force_replaces_the_run_dir(trained, tmp_path):
+    recipe, _, _ = trained
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    result = invoke("train", "--recipe", recipe, "--out", out, "--force", "--json")
+    assert result.exit_code == 0, result.output
+    assert not (out / "stale.txt").exists() and (out / "checkpoint.pt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+@pytest.mark.parametrize("override, fragments", [
+    ("dataset.name=cifar", ["unknown dataset 'cifar'", "digits"]),
+    ("encoder.name=poisson", ["unknown encoder 'poisson'", "rate"]),
+    ("loss.name=nll", ["unknown loss 'nll'", "spikemax"]),
+    ("model.arch=transformer", ["unknown model architecture 'transformer'", "mlp"]),
+    ("model.neuron=izhikevich", ["unknown neuron 'izhikevich'"]),
+    ("model.beta=1.5", ["model.beta must be in [0, 1]"]),
+])
+def test_unknown_names_and_bad_values(trained, tmp_path, override, fragments):
+    recipe, _, _ = trained
+    out = tmp_path / "run"
+    result = invoke("train", "--recipe", recipe, "--out", out, "--set", override)
+    assert_user_error(result, *fragments)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_unknown_recipe(tmp_path):
+    assert_user_error(invoke("train", "--recipe", "imagenet", "--out", tmp_path / "r"),
+                      "unknown recipe 'imagenet'", "digits")
+
+
+def test_malformed_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ntime_steps: {\n")
+    assert_user_error(invoke("train", "--recipe", bad, "--out", tmp_path / "r"), "not valid YAML")
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_run_dir_and_missing_checkpoint(trained, tmp_path):
+    assert_user_error(invoke("evaluate", tmp_path / "nowhere"), "run directory not found")
+    _, out, _ = trained
+    broken = tmp_path / "run"
+    broken.mkdir()
+    (broken / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
+    assert_user_error(invoke("evaluate", broken), "checkpoint not found")
+
+
+def test_corrupt_checkpoint(trained, tmp_path):
+    _, out, _ = trained
+    broken = tmp_path / "run"
+    broken.mkdir()
+    (broken / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
+    (broken / "checkpoint.pt").write_bytes(b"\x00not a checkpoint" * 10)
+    assert_user_error(invoke("evaluate", broken), "corrupt")
+    (broken / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes()[:200])
+    assert_user_error(invoke("evaluate", broken), "corrupt")
+
+
+def test_checkpoint_that_would_unpickle_code_is_refused(trained, tmp_path):
+    _, out, _ = trained
+    broken = tmp_path / "run"
+    broken.mkdir()
+    (broken / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    torch.save({"format": "spikeport-checkpoint/1", "state_dict": Evil()}, broken / "checkpoint.pt")
+    result = invoke("evaluate", broken)
+    assert_user_error(result, "corrupt")
+    assert "code ran" not in result.output
+
+
+def test_checkpoint_of_another_model_is_refused(trained, tmp_path):
+    recipe, out, _ = trained
+    other = tmp_path / "other"
+    assert invoke("train", "--recipe", recipe, "--out", other, "--set", "model.hidden=[8]").exit_code == 0
+    (other / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes())
+    assert_user_error(invoke("evaluate", other), "does not match its config.yaml")
+
+
+def test_list_shows_the_registries():
+    result = invoke("list")
+    assert result.exit_code == 0
+    for name in ("digits", "mnist-5k", "fashion-mnist", "rate", "latency", "delta", "direct",
+                 "spikemax", "spikemax-window", "ce-count", "mse-count", "mlp", "conv"):
+        assert name in result.stdout
+    assert_user_error(invoke("list", "widgets"), "nothing called 'widgets'")

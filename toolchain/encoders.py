@@ -1,0 +1,105 @@
+"""Encoders: turn a static input x (B, ...) with values in [0, 1] into T steps (T, B, ...).
+
+Each encoder is a small frozen dataclass whose fields are its parameters; the registry maps
+a name to the class and the recipe's ``encoder`` section gives the field values. Random
+encoders draw from an explicit ``torch.Generator`` so that evaluation is repeatable.
+
+Equations (t = 0 ... T-1, x clipped to [0, 1]):
+
+- ``rate``:    s[t] ~ Bernoulli(min(1, gain * x)), independent per step and element;
+               E[sum_t s[t]] = T * min(1, gain * x).
+- ``latency``: one spike at t_f = round((1 - x) * (T - 1)) if x > threshold, none otherwise
+               (brighter fires earlier; x = 1 fires at t = 0).
+- ``delta``:   send-on-delta modulation of the input held constant over time: a reference
+               r[-1] = 0 tracks the signal, s[t] = [x - r[t-1] > threshold],
+               r[t] = r[t-1] + threshold * s[t]. A pixel emits min(T, ceil(x/threshold) - 1)
+               spikes on consecutive steps from t = 0: the count codes intensity in steps of
+               ``threshold``. ON events only (a static image never decreases).
+- ``direct``:  s[t] = gain * x every step: an analog current, not spikes. The first layer
+               then performs multiply-accumulates, not accumulates (ENERGY.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from toolchain.errors import ConfigError
+from toolchain.registry import Registry
+
+ENCODERS: Registry = Registry("encoder")
+
+
+def _check_positive(name: str, field: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"encoder {name!r}: {field} must be > 0, got {value}",
+                          f"set encoder.{field} to a positive number")
+
+
+@ENCODERS.register("rate", "Bernoulli spike per step with probability gain*x")
+@dataclass(frozen=True)
+class RateEncoder:
+    gain: float = 1.0
+    binary = True
+
+    def __post_init__(self):
+        _check_positive("rate", "gain", self.gain)
+
+    def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
+        p = (self.gain * x.clamp(0, 1)).clamp(0, 1)
+        p = p.unsqueeze(0).expand(steps, *p.shape)
+        return torch.bernoulli(p, generator=generator)
+
+
+@ENCODERS.register("latency", "one spike per input, earlier for larger x (time to first spike)")
+@dataclass(frozen=True)
+class LatencyEncoder:
+    threshold: float = 0.01
+    binary = True
+
+    def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
+        x = x.clamp(0, 1)
+        t_fire = torch.round((1.0 - x) * (steps - 1))  # (B, ...)
+        t = torch.arange(steps, dtype=x.dtype).view(steps, *([1] * x.dim()))
+        return ((t == t_fire) & (x > self.threshold)).to(x.dtype)
+
+
+@ENCODERS.register("delta", "send-on-delta modulation: spike count codes x in steps of threshold")
+@dataclass(frozen=True)
+class DeltaEncoder:
+    threshold: float = 0.1
+    binary = True
+
+    def __post_init__(self):
+        _check_positive("delta", "threshold", self.threshold)
+
+    def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
+        x = x.clamp(0, 1)
+        ref = torch.zeros_like(x)
+        out = []
+        for _ in range(steps):
+            s = (x - ref > self.threshold).to(x.dtype)
+            ref = ref + self.threshold * s
+            out.append(s)
+        return torch.stack(out)
+
+
+@ENCODERS.register("direct", "analog current gain*x at every step (no spikes)")
+@dataclass(frozen=True)
+class DirectEncoder:
+    gain: float = 1.0
+    binary = False
+
+    def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
+        x = self.gain * x.clamp(0, 1)
+        return x.unsqueeze(0).expand(steps, *x.shape).contiguous()
+
+
+def make_encoder(name: str, **params):
+    cls = ENCODERS.get(name)
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ConfigError(f"encoder {name!r} has no parameter(s) {', '.join(unknown)}",
+                          f"use only: {', '.join(sorted(allowed)) or '(none)'}")
+    return cls(**params)

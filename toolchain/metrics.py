@@ -1,0 +1,54 @@
+"""Classification metrics and hidden-neuron usage.
+
+Hidden-neuron usage (ENERGY.md 1.2): for the hidden populations H (every neuron population
+but the output one), U[b] = |{(l, i) : l in H, n_l[b, i] >= 1}| / sum_{l in H} N_l, the
+fraction of hidden neurons that spike at least once in example b. Reported as the mean over
+examples (``hidden_usage``), its median, and per layer. Computed streaming: only per-example
+fractions are kept, never the spike trains.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+    return {
+        "test_accuracy": float(np.mean(y_true == y_pred)),
+        "test_f1": float(f1_score(y_true, y_pred, average="macro",
+                                  labels=list(range(n_classes)), zero_division=0)),
+    }
+
+
+class HiddenUsage:
+    def __init__(self, layers: list[str]):
+        self.layers = list(layers)
+        self.active = {name: [] for name in self.layers}  # per batch: (B,) active counts
+        self.sizes: dict[str, int] = {}
+
+    def update(self, rec: dict[str, torch.Tensor]) -> None:
+        for name in self.layers:
+            s = rec[name]  # (T, B, ...)
+            fired = (s != 0).any(0).flatten(1)  # (B, N)
+            self.sizes[name] = fired.shape[1]
+            self.active[name].append(fired.sum(1).numpy())
+
+    def per_example(self) -> np.ndarray:
+        if not self.layers:
+            return np.zeros(0)
+        total = sum(self.sizes[n] for n in self.layers)
+        active = sum(np.concatenate(self.active[n]) for n in self.layers)
+        return active / total
+
+    def summary(self) -> dict:
+        if not self.layers:
+            return {"hidden_usage": None, "hidden_usage_median": None, "hidden_usage_per_layer": {}}
+        u = self.per_example()
+        return {
+            "hidden_usage": float(u.mean()),
+            "hidden_usage_median": float(np.median(u)),
+            "hidden_usage_per_layer": {
+                n: float(np.concatenate(self.active[n]).mean() / self.sizes[n])
+                for n in self.layers},
+        }

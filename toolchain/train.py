@@ -1,0 +1,181 @@
+"""Training and evaluation of a recipe, producing and reading run directories.
+
+``train_run`` validates everything it can before touching the disk (dataset, encoder, loss,
+model are all built first), trains with a seeded generator that drives shuffling and
+encoding (same seed, same weights), evaluates on the test split, and writes the run
+directory through a staging directory so that a failed or interrupted run leaves any
+previous run untouched. ``evaluate_run`` rebuilds the model from a run directory and
+recomputes the same figures.
+
+Test-time encoding uses its own generator seeded from the run's seed, so evaluation of a
+stochastic encoder (rate) is repeatable and ``spikeport evaluate`` reproduces
+``metrics.json`` exactly.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.architectures import build_model
+from models.network import SpikingSequential, record
+from toolchain import io
+from toolchain.config import RunConfig, load_run_config
+from toolchain.data import Dataset, load_dataset
+from toolchain.encoders import make_encoder
+from toolchain.errors import CheckpointError
+from toolchain.losses import make_loss
+from toolchain.metrics import HiddenUsage, classification_metrics
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED_OFFSET = 0x5EED
+
+
+@dataclass
+class Components:
+    config: RunConfig
+    dataset: Dataset
+    encoder: Callable
+    loss: Callable
+    model: SpikingSequential
+
+
+def build_components(cfg: RunConfig) -> Components:
+    dataset = load_dataset(cfg.dataset["name"], **cfg.params("dataset"))
+    encoder = make_encoder(cfg.encoder["name"], **cfg.params("encoder"))
+    loss = make_loss(cfg.loss["name"], **cfg.params("loss"))
+    torch.manual_seed(cfg.train["seed"])  # weight initialisation
+    model = build_model(cfg.model["arch"], dataset.input_shape, dataset.n_classes,
+                        **cfg.params("model", "arch"))
+    return Components(cfg, dataset, encoder, loss, model)
+
+
+def _optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
+    o = cfg.optimizer
+    if o["name"] == "sgd":
+        return torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"],
+                               weight_decay=o["weight_decay"])
+    cls = torch.optim.AdamW if o["name"] == "adamw" else torch.optim.Adam
+    return cls(params, lr=o["lr"], weight_decay=o["weight_decay"])
+
+
+def fit(c: Components, progress: bool = True) -> list[dict]:
+    """Train ``c.model`` in place; returns per-epoch training loss and accuracy."""
+    cfg, ds, T = c.config, c.dataset, c.config.time_steps
+    gen = torch.Generator().manual_seed(cfg.train["seed"])
+    opt = _optimizer(cfg, c.model.parameters())
+    epochs, bs = cfg.train["epochs"], cfg.train["batch_size"]
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    x_all = torch.from_numpy(ds.x_train)
+    y_all = torch.from_numpy(ds.y_train)
+    n = len(y_all)
+    history = []
+    for epoch in range(epochs):
+        c.model.train()
+        order = torch.randperm(n, generator=gen)
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(range(0, n, bs), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
+                   leave=False, unit="batch")
+        for start in bar:
+            idx = order[start:start + bs]
+            x = c.encoder(x_all[idx], T, gen)  # (T, B, C, H, W)
+            y = y_all[idx]
+            spikes = c.model(x)  # (T, B, classes)
+            loss = c.loss(spikes, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(idx)
+            correct += (predict(spikes) == y).sum().item()
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+        sched.step()
+        history.append({"epoch": epoch + 1, "loss": total_loss / seen, "accuracy": correct / seen})
+        log.info("epoch %d: loss %.4f accuracy %.4f", epoch + 1, total_loss / seen, correct / seen)
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}/{epochs}  loss {total_loss / seen:.4f}  "
+                       f"train accuracy {correct / seen:.4f}")
+    return history
+
+
+def predict(spikes: torch.Tensor) -> torch.Tensor:
+    """Class with the most output spikes; ties go to the lowest class index."""
+    return spikes.sum(0).argmax(-1)
+
+
+@torch.no_grad()
+def evaluate(c: Components, progress: bool = False) -> dict:
+    """Test accuracy, macro F1 and hidden-neuron usage on the test split."""
+    cfg, ds, T = c.config, c.dataset, c.config.time_steps
+    gen = torch.Generator().manual_seed(cfg.train["seed"] + EVAL_SEED_OFFSET)
+    c.model.eval()
+    bs = cfg.train["eval_batch_size"]
+    hidden = [name for name, _ in c.model.neuron_layers()][:-1]
+    usage = HiddenUsage(hidden)
+    preds = []
+    x_all = torch.from_numpy(ds.x_test)
+    for start in tqdm(range(0, len(x_all), bs), desc="evaluate", disable=not progress,
+                      leave=False, unit="batch"):
+        x = c.encoder(x_all[start:start + bs], T, gen)
+        with record(c.model) as rec:
+            out = c.model(x)
+        usage.update(rec)
+        preds.append(predict(out))
+    y_pred = torch.cat(preds).numpy()
+    metrics = classification_metrics(ds.y_test, y_pred, ds.n_classes)
+    metrics.update(usage.summary())
+    metrics["n_test"] = int(len(y_pred))
+    return metrics
+
+
+def train_run(cfg: RunConfig, out: str | Path, force: bool = False,
+              progress: bool = True) -> dict:
+    out = io.check_output_dir(out, force)
+    c = build_components(cfg)  # every config error surfaces here, before any write
+    history = fit(c, progress=progress)
+    metrics = evaluate(c, progress=progress)
+    metrics["train_history"] = history
+    stage = io.StagedDir(out)
+    try:
+        io.write_text(stage.path / io.CONFIG_FILE, cfg.to_yaml())
+        io.save_checkpoint(stage.path / io.CHECKPOINT_FILE, c.model.state_dict(),
+                           {"arch": cfg.model["arch"], "recipe": cfg.name})
+        io.write_json(stage.path / io.METRICS_FILE, metrics)
+        stage.commit()
+    except BaseException:
+        stage.discard()
+        raise
+    return {"run_dir": str(out), **metrics}
+
+
+def load_run(run_dir: str | Path) -> Components:
+    run_dir = io.require_run_dir(run_dir)
+    cfg = load_run_config(run_dir)
+    c = build_components(cfg)
+    state, _ = io.load_checkpoint(run_dir / io.CHECKPOINT_FILE)
+    try:
+        c.model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint in {run_dir} does not match its config.yaml ({first})",
+                              "retrain the run with `spikeport train --force`") from None
+    return c
+
+
+def evaluate_run(run_dir: str | Path, progress: bool = False) -> dict:
+    c = load_run(run_dir)
+    return {"run_dir": str(run_dir), **evaluate(c, progress=progress)}
+
+
+def summary(result: dict) -> dict:
+    """The four figures printed by ``--json``."""
+    return {k: result[k] for k in ("run_dir", "test_accuracy", "test_f1", "hidden_usage")}
+
+
