@@ -13,10 +13,10 @@ def test_builtin_recipes_validate():
 
 
 def test_overrides_apply_to_nested_keys_with_yaml_values():
-    cfg = load_recipe("digits", ["train.epochs=3", "model.hidden=[7, 5]", "encoder.gain=0.5",
+    cfg = load_recipe("digits", ["train.epochs=3", "model.hidden=[7, 5]", "encoder.threshold=0.1",
                                  "loss={name: ce-count}"])
     assert cfg.train["epochs"] == 3 and cfg.model["hidden"] == [7, 5]
-    assert cfg.encoder == {"name": "rate", "gain": 0.5} and cfg.loss == {"name": "ce-count"}
+    assert cfg.encoder == {"name": "delta", "threshold": 0.1} and cfg.loss == {"name": "ce-count"}
 
 
 def test_defaults_are_filled_and_written_back(tiny_recipe):

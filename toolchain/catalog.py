@@ -24,3 +24,39 @@ def catalog() -> dict[str, list[tuple[str, str]]]:
         "models": rows(ARCHITECTURES),
         "recipes": [(n, recipe_summary(n)) for n in recipe_names()],
     }
+
+
+BEGIN = "<!-- BEGIN GENERATED: spikeport list (python -m toolchain.catalog) -->"
+END = "<!-- END GENERATED -->"
+
+
+def markdown() -> str:
+    """The registries as markdown tables, the block docs/cli.md embeds."""
+    lines = [BEGIN]
+    for kind, entries in catalog().items():
+        lines += ["", f"**{kind}**", "", "| name | what it is |", "|---|---|"]
+        lines += [f"| `{name}` | {summary} |" for name, summary in entries]
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def update_doc(path) -> bool:
+    """Rewrite the generated block of ``path``; True if it changed."""
+    from pathlib import Path
+
+    path = Path(path)
+    text = path.read_text()
+    start, stop = text.index(BEGIN), text.index(END) + len(END)
+    new = text[:start] + markdown() + text[stop:]
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+    changed = update_doc(doc)
+    print(f"{doc}: {'updated' if changed else 'up to date'}", file=sys.stderr)

@@ -1,0 +1,20 @@
+from pathlib import Path
+
+from toolchain.catalog import BEGIN, END, markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_cli_doc_lists_exactly_what_is_registered():
+    text = (ROOT / "docs" / "cli.md").read_text()
+    block = text[text.index(BEGIN):text.index(END) + len(END)]
+    assert block == markdown(), "docs/cli.md is stale: run .venv/bin/python -m toolchain.catalog"
+
+
+def test_readme_starts_with_the_two_commands():
+    lines = [l for l in (ROOT / "README.md").read_text().splitlines() if l.startswith("make ")]
+    assert [l.split()[:2] for l in lines[:2]] == [["make", "demo"], ["make", "test"]]
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
