@@ -52,7 +52,7 @@ def _step_population(neuron: snn.SpikingNeuron, current: torch.Tensor) -> torch.
     out = []
     for t in range(current.shape[0]):
         spk, *state = neuron(current[t], *state)
-        out.append(spk)
+        out.append(spk.to(current.dtype))  # snntorch's surrogates return float32 spikes
     return torch.stack(out)
 
 

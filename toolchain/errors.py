@@ -39,3 +39,11 @@ class CheckpointError(SpikeportError):
 
 class RunDirError(SpikeportError):
     """A run directory that is missing, incomplete, or would be overwritten."""
+
+
+class ExportError(SpikeportError):
+    """A model or graph construct that the chosen export or target cannot express."""
+
+
+class GraphError(SpikeportError):
+    """A NIR graph that cannot be read or simulated (unsupported node, bad structure)."""

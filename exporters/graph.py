@@ -1,0 +1,161 @@
+"""A NIR graph prepared for execution: flat, ordered, with its recurrent edges marked.
+
+Every target executes the same :class:`Program`, built once from a ``nir.NIRGraph``:
+
+- Subgraphs are flattened into dotted names (``"lif1.lif"``); an edge to a subgraph goes to
+  its ``Input`` nodes (or, without any, to its nodes that have no inner predecessor), an edge
+  from it leaves from its ``Output`` nodes (or its nodes without inner successor). Edges may
+  also name inner nodes directly (``"G.B"``), as snntorch and norse write them.
+- Nodes are ordered by a depth-first topological sort from the graph inputs. An edge whose
+  target comes earlier in that order (or is its own source) closes a cycle: it carries the
+  source's value of the *previous* step (zero at the first step), as nirtorch and snntorch's
+  RLeaky do (SEMANTICS.md 2.2). All other edges are instantaneous.
+- Several edges into one node are summed.
+- ``dt`` is read from the graph metadata; a graph without it gets 1e-4 s and a warning.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import nir
+import numpy as np
+
+from toolchain import units
+from toolchain.errors import GraphError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Program:
+    nodes: dict[str, nir.NIRNode]          # flat name -> node (no NIRGraph nodes)
+    order: list[str]                       # execution order
+    inputs: dict[str, list[tuple[str, bool]]]  # node -> [(source, recurrent?)]
+    graph_inputs: list[str]
+    graph_outputs: list[str]
+    dt: float
+    metadata: dict = field(default_factory=dict)
+    dt_from_metadata: bool = True
+
+    @property
+    def output(self) -> str:
+        return self.graph_outputs[0]
+
+    def spiking_nodes(self) -> list[str]:
+        return [n for n in self.order if isinstance(self.nodes[n], SPIKING)]
+
+    def recurrent_edges(self) -> list[tuple[str, str]]:
+        return [(s, d) for d, srcs in self.inputs.items() for s, rec in srcs if rec]
+
+
+SPIKING = (nir.LIF, nir.CubaLIF, nir.IF, nir.Threshold)
+
+
+def _flatten(graph: nir.NIRGraph, prefix: str = ""):
+    """(nodes, edges) with subgraphs expanded; names are prefixed with their path."""
+    nodes: dict[str, nir.NIRNode] = {}
+    edges: list[tuple[str, str]] = []
+    entries: dict[str, list[str]] = {}
+    exits: dict[str, list[str]] = {}
+    for name, node in graph.nodes.items():
+        full = prefix + name
+        if isinstance(node, nir.NIRGraph):
+            sub_nodes, sub_edges, _, _ = _flatten(node, full + ".")
+            nodes.update(sub_nodes)
+            edges.extend(sub_edges)
+            inner = {n for n in sub_nodes}
+            has_pred = {d for s, d in sub_edges}
+            has_succ = {s for s, d in sub_edges}
+            ins = [n for n, v in sub_nodes.items() if isinstance(v, nir.Input)]
+            outs = [n for n, v in sub_nodes.items() if isinstance(v, nir.Output)]
+            entries[full] = ins or [n for n in inner if n not in has_pred]
+            exits[full] = outs or [n for n in inner if n not in has_succ]
+        else:
+            nodes[full] = node
+    for src, dst in graph.edges:
+        s, d = prefix + src, prefix + dst
+        for s2 in exits.get(s, [s]):
+            for d2 in entries.get(d, [d]):
+                edges.append((s2, d2))
+    return nodes, edges, entries, exits
+
+
+def build_program(graph: nir.NIRGraph, dt: float | None = None) -> Program:
+    nodes, edges, _, _ = _flatten(graph)
+    for s, d in edges:
+        for end in (s, d):
+            if end not in nodes:
+                raise GraphError(f"edge ({s!r}, {d!r}) names a node that does not exist: {end!r}",
+                                 "fix the graph's edges")
+    if len(set(edges)) != len(edges):
+        dup = next(e for e in edges if edges.count(e) > 1)
+        raise GraphError(f"duplicate edge {dup}", "remove the repeated edge (NIR sums fan-in "
+                         "edges, so a duplicate would double the input)")
+    preds: dict[str, list[str]] = {n: [] for n in nodes}
+    succs: dict[str, list[str]] = {n: [] for n in nodes}
+    for s, d in edges:
+        preds[d].append(s)
+        succs[s].append(d)
+    top_inputs = [n for n in nodes if "." not in n and isinstance(nodes[n], nir.Input)]
+    if not top_inputs:
+        top_inputs = [n for n in nodes if not preds[n]]
+    if len(top_inputs) != 1:
+        raise GraphError(f"the graph has {len(top_inputs)} inputs ({', '.join(top_inputs) or 'none'})",
+                         "spikeport runs graphs with exactly one Input node")
+    top_outputs = [n for n in nodes if "." not in n and isinstance(nodes[n], nir.Output)]
+    if not top_outputs:
+        top_outputs = [n for n in nodes if not succs[n]]
+    if len(top_outputs) != 1:
+        raise GraphError(f"the graph has {len(top_outputs)} outputs ({', '.join(top_outputs) or 'none'})",
+                         "spikeport runs graphs with exactly one Output node")
+
+    # Depth-first post-order from the input; reversed, it is a topological order of the
+    # graph without its back edges.
+    visited, on_stack, post = set(), set(), []
+    back: set[tuple[str, str]] = set()
+
+    def visit(n):
+        stack = [(n, iter(succs[n]))]
+        visited.add(n)
+        on_stack.add(n)
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                stack.pop()
+                on_stack.discard(node)
+                post.append(node)
+            elif nxt in on_stack:
+                back.add((node, nxt))
+            elif nxt not in visited:
+                visited.add(nxt)
+                on_stack.add(nxt)
+                stack.append((nxt, iter(succs[nxt])))
+
+    visit(top_inputs[0])
+    unreachable = [n for n in nodes if n not in visited]
+    if unreachable:
+        raise GraphError(f"node(s) not reachable from the input: {', '.join(sorted(unreachable))}",
+                         "connect them or remove them from the graph")
+    order = post[::-1]
+    inputs = {n: [(s, (s, n) in back) for s in preds[n]] for n in nodes}
+
+    meta = dict(getattr(graph, "metadata", {}) or {})
+    from_meta = True
+    if dt is None:
+        if "dt" in meta:
+            dt = float(meta["dt"])
+        else:
+            dt, from_meta = units.DEFAULT_DT, False
+            warnings.warn("the NIR graph records no dt; assuming dt = 1e-4 s (snntorch's value). "
+                          "Pass dt explicitly if the graph was written for another step.",
+                          stacklevel=2)
+    if not (dt > 0 and np.isfinite(dt)):
+        raise GraphError(f"dt must be a positive number of seconds, got {dt}", "pass e.g. dt=1e-4")
+    for key, allowed in (("reset_mode", ("zero",)), ("discretisation", ("forward_euler",))):
+        if key in meta and str(meta[key]) not in allowed:
+            raise GraphError(f"graph metadata {key}={meta[key]!r} is not supported",
+                             f"spikeport simulates {key} in {allowed}")
+    return Program(nodes, order, inputs, top_inputs, top_outputs, float(dt), meta, from_meta)

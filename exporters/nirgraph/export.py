@@ -1,0 +1,305 @@
+"""models -> NIR: our own converter, through a registry of per-module handlers.
+
+:func:`export_model` turns a chain of supported modules into a ``nir.NIRGraph`` with the
+discretisation recorded in the graph metadata (SEMANTICS.md 2.1). It accepts spikeport's
+:class:`~models.network.SpikingSequential`, any ``nn.Sequential``, and a user's own module
+whose forward pass calls its layers one after the other (found by tracing one pass with
+forward hooks, given a sample input).
+
+snntorch parameters map to NIR as in :mod:`toolchain.units` (tau = dt/(1 - beta),
+r = 1/b, w_in = 1/a), chosen so that the graph reproduces the model's arithmetic. What NIR
+cannot express is refused with the module, the reason and the way out: a subtractive or
+delayed reset (use ``reset_mechanism="zero", reset_delay=False``, or pass
+``allow_approximation=True`` to export it as a same-step reset to zero, recorded in the
+graph metadata under ``approximations``), inhibition, graded spikes, state quantisation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import nir
+import numpy as np
+import snntorch as snn
+import torch
+from torch import nn
+
+from models.architectures import SumPool2d
+from toolchain import units
+from toolchain.errors import ExportError
+from toolchain.registry import Registry
+
+HANDLERS: Registry = Registry("NIR export handler")
+
+
+@dataclass
+class ExportContext:
+    dt: float
+    allow_approximation: bool
+    approximations: list[str] = field(default_factory=list)
+
+
+def _np(t) -> np.ndarray:
+    return torch.as_tensor(t).detach().cpu().numpy()
+
+
+def _population(value, shape, dtype=np.float64) -> np.ndarray:
+    """A parameter broadcast to the population shape (NIR wants one common shape)."""
+    return np.broadcast_to(np.asarray(_np(value), dtype=dtype), shape).copy()
+
+
+def handler(*types):
+    """Register ``fn(module, name, in_shape, ctx) -> (nir_node | None, out_shape)``."""
+
+    def deco(fn):
+        for t in types:
+            HANDLERS.add(t.__name__, (t, fn), fn.__doc__.strip().splitlines()[0])
+        return fn
+
+    return deco
+
+
+@handler(nn.Linear)
+def _linear(m: nn.Linear, name, shape, ctx):
+    """nn.Linear -> Affine (with bias) or Linear (without)."""
+    if shape != (m.in_features,):
+        raise ExportError(f"module {name!r} (Linear) receives shape {shape}, expects ({m.in_features},)",
+                          "insert an nn.Flatten before the Linear layer")
+    w = _np(m.weight).astype(np.float32)
+    node = nir.Affine(w, _np(m.bias).astype(np.float32)) if m.bias is not None else nir.Linear(w)
+    return node, (m.out_features,)
+
+
+@handler(nn.Conv2d)
+def _conv2d(m: nn.Conv2d, name, shape, ctx):
+    """nn.Conv2d -> Conv2d (zero padding only)."""
+    if m.padding_mode != "zeros":
+        raise ExportError(f"module {name!r} (Conv2d) uses padding_mode={m.padding_mode!r}",
+                          "use padding_mode='zeros' (NIR convolutions pad with zeros)")
+    if len(shape) != 3:
+        raise ExportError(f"module {name!r} (Conv2d) receives shape {shape}, expects (C, H, W)",
+                          "feed the convolution an image-shaped input")
+    bias = _np(m.bias) if m.bias is not None else np.zeros(m.out_channels)
+    padding = m.padding if isinstance(m.padding, str) else tuple(m.padding)
+    node = nir.Conv2d(input_shape=shape[1:], weight=_np(m.weight).astype(np.float32),
+                      stride=tuple(m.stride), padding=padding, dilation=tuple(m.dilation),
+                      groups=m.groups, bias=bias.astype(np.float32))
+    with torch.no_grad():
+        out = m(torch.zeros(1, *shape)).shape[1:]
+    return node, tuple(out)
+
+
+def _pool_params(m, name, kind):
+    k = m.kernel_size
+    s = getattr(m, "stride", None) or k
+    p = getattr(m, "padding", 0)
+    if getattr(m, "ceil_mode", False) or (kind == "AvgPool2d" and not m.count_include_pad and p):
+        raise ExportError(f"module {name!r} ({kind}) uses ceil_mode or count_include_pad=False",
+                          "use the defaults (floor mode, padding counted)")
+    if kind == "AvgPool2d" and getattr(m, "divisor_override", None):
+        raise ExportError(f"module {name!r} (AvgPool2d) sets divisor_override",
+                          "use SumPool2d followed by a scale instead")
+    two = lambda v: np.array(v if isinstance(v, (tuple, list)) else (v, v))
+    return two(k), two(s), two(p)
+
+
+@handler(nn.AvgPool2d)
+def _avgpool(m, name, shape, ctx):
+    """nn.AvgPool2d -> AvgPool2d."""
+    with torch.no_grad():
+        out = m(torch.zeros(1, *shape)).shape[1:]
+    return nir.AvgPool2d(*_pool_params(m, name, "AvgPool2d")), tuple(out)
+
+
+@handler(SumPool2d)
+def _sumpool(m, name, shape, ctx):
+    """spikeport SumPool2d -> SumPool2d."""
+    with torch.no_grad():
+        out = m(torch.zeros(1, *shape)).shape[1:]
+    k = np.array((m.kernel_size, m.kernel_size))
+    return nir.SumPool2d(k, k, np.array((0, 0))), tuple(out)
+
+
+@handler(nn.Flatten)
+def _flatten(m: nn.Flatten, name, shape, ctx):
+    """nn.Flatten -> Flatten (dimensions counted without the batch axis)."""
+    if m.start_dim == 0:
+        raise ExportError(f"module {name!r} (Flatten) flattens the batch axis",
+                          "use nn.Flatten() (start_dim=1)")
+    start = m.start_dim - 1 if m.start_dim > 0 else m.start_dim
+    end = m.end_dim - 1 if m.end_dim > 0 else m.end_dim
+    node = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=start, end_dim=end)
+    return node, tuple(int(v) for v in node.output_type["output"])
+
+
+@handler(nn.Identity, nn.Dropout)
+def _skip(m, name, shape, ctx):
+    """nn.Identity, nn.Dropout -> nothing (identity at inference)."""
+    return None, shape
+
+
+def _check_neuron(m: snn.SpikingNeuron, name: str, kind: str, ctx: ExportContext) -> None:
+    def refuse_or_note(problem: str, fix: str, note: str):
+        if not ctx.allow_approximation:
+            raise ExportError(f"module {name!r} ({kind}) {problem}: NIR cannot express it",
+                              f"{fix}, or export with allow_approximation=True to {note}")
+        ctx.approximations.append(f"{name}: {note}")
+
+    if getattr(m, "inhibition", False):
+        raise ExportError(f"module {name!r} ({kind}) uses inhibition", "set inhibition=False")
+    if getattr(m, "state_quant", False):
+        raise ExportError(f"module {name!r} ({kind}) uses state_quant", "set state_quant=False")
+    if not torch.all(torch.as_tensor(m.graded_spikes_factor) == 1):
+        raise ExportError(f"module {name!r} ({kind}) emits graded spikes",
+                          "set graded_spikes_factor=1.0")
+    if m.reset_mechanism == "subtract":
+        refuse_or_note("resets by subtraction",
+                       "build the neuron with reset_mechanism='zero'",
+                       "export it with a reset to zero (spike trains will differ)")
+    elif m.reset_mechanism == "none":
+        raise ExportError(f"module {name!r} ({kind}) never resets (reset_mechanism='none')",
+                          "use reset_mechanism='zero'")
+    if getattr(m, "reset_delay", True):
+        refuse_or_note("resets one step after the spike (reset_delay=True)",
+                       "build the neuron with reset_delay=False",
+                       "export it with the reset in the same step as the spike")
+
+
+def _decay(m, attr, name, kind):
+    d = _np(getattr(m, attr)).astype(np.float64)
+    return np.clip(d, 0.0, 1.0)  # snntorch clamps decays to [0, 1] in its forward pass
+
+
+@handler(snn.Leaky)
+def _leaky(m: snn.Leaky, name, shape, ctx):
+    """snntorch Leaky -> LIF (IF where beta = 1)."""
+    _check_neuron(m, name, "Leaky", ctx)
+    beta = _population(_decay(m, "beta", name, "Leaky"), shape)
+    thr = _population(m.threshold, shape)
+    zeros = np.zeros(shape)
+    if np.all(beta == 1.0):
+        r = units._nudge(np.full(shape, 1.0 / ctx.dt), np.ones(shape), lambda r: units.if_gain(r, ctx.dt))
+        return nir.IF(r=r, v_threshold=thr, v_reset=zeros), shape
+    if np.any(beta == 1.0):
+        raise ExportError(f"module {name!r} (Leaky) mixes beta = 1 with beta < 1 in one population",
+                          "use beta < 1 for every neuron (NIR's LIF needs a finite tau)")
+    tau = units.tau_from_decay(beta, ctx.dt)
+    r = units.unit_gain(ctx.dt / tau)
+    return nir.LIF(tau=tau, r=r, v_leak=zeros, v_threshold=thr, v_reset=zeros), shape
+
+
+@handler(snn.Synaptic)
+def _synaptic(m: snn.Synaptic, name, shape, ctx):
+    """snntorch Synaptic -> CubaLIF."""
+    _check_neuron(m, name, "Synaptic", ctx)
+    alpha = _population(_decay(m, "alpha", name, "Synaptic"), shape)
+    beta = _population(_decay(m, "beta", name, "Synaptic"), shape)
+    if np.any(alpha == 1.0) or np.any(beta == 1.0):
+        raise ExportError(f"module {name!r} (Synaptic) has a decay of exactly 1",
+                          "use alpha, beta < 1 (NIR's CubaLIF needs finite time constants)")
+    tau_syn = units.tau_from_decay(alpha, ctx.dt)
+    tau_mem = units.tau_from_decay(beta, ctx.dt)
+    zeros = np.zeros(shape)
+    return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=units.unit_gain(ctx.dt / tau_mem),
+                       v_leak=zeros, v_threshold=_population(m.threshold, shape), v_reset=zeros,
+                       w_in=units.unit_gain(ctx.dt / tau_syn)), shape
+
+
+def _find_handler(module: nn.Module) -> Callable | None:
+    for entry in HANDLERS.entries():
+        cls, fn = entry.obj
+        if type(module) is cls:
+            return fn
+    for entry in HANDLERS.entries():  # subclasses (e.g. a user's Leaky subclass) last
+        cls, fn = entry.obj
+        if isinstance(module, cls):
+            return fn
+    return None
+
+
+def _chain(model: nn.Module, sample_input: torch.Tensor | None) -> list[tuple[str, nn.Module]]:
+    from models.network import SpikingSequential
+
+    if isinstance(model, SpikingSequential):
+        return [(f"layers.{i}", m) for i, m in enumerate(model.layers)]
+    if isinstance(model, nn.Sequential):
+        return list(model.named_children())
+    if sample_input is None:
+        raise ExportError(f"{type(model).__name__} is not a Sequential model, so its layer order "
+                          "must be traced", "pass sample_input= (one input the model's forward accepts)")
+    return trace_chain(model, sample_input)
+
+
+def trace_chain(model: nn.Module, sample_input: torch.Tensor) -> list[tuple[str, nn.Module]]:
+    """The leaf modules of one forward pass, in call order, up to the first repeat (the start
+    of the next time step). Checks that each layer consumes the previous layer's output."""
+    calls: list[tuple[str, nn.Module, tuple, object]] = []
+    names = {m: n for n, m in model.named_modules()}
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(lambda m, i, o: calls.append((names[m], m, i, o)))
+               for m in leaves]
+    try:
+        with torch.no_grad():
+            model(sample_input)
+    finally:
+        for h in handles:
+            h.remove()
+    chain, seen = [], set()
+    for name, m, inp, out in calls:
+        if m in seen:
+            break
+        seen.add(m)
+        chain.append((name, m, inp, out))
+    for (pn, _, _, pout), (n, _, inp, _) in zip(chain, chain[1:]):
+        prev = pout[0] if isinstance(pout, tuple) else pout
+        if not inp or inp[0] is not prev:
+            raise ExportError(f"layer {n!r} does not take the output of {pn!r} directly, so the "
+                              "model is not a chain of layers spikeport can trace",
+                              "write the model as nn.Sequential or SpikingSequential, or export "
+                              "each chain with export_model")
+    return [(n, m) for n, m, _, _ in chain]
+
+
+def export_model(model: nn.Module, input_shape: tuple[int, ...], *, dt: float = units.DEFAULT_DT,
+                 allow_approximation: bool = False, sample_input: torch.Tensor | None = None,
+                 source: str | None = None) -> nir.NIRGraph:
+    """Export a chain of supported modules to a NIR graph (see the module docstring).
+
+    ``input_shape`` is the shape of one time step of one sample, without batch and time.
+    """
+    if not (isinstance(dt, (int, float)) and dt > 0 and math.isfinite(dt)):
+        raise ExportError(f"dt must be a positive number of seconds, got {dt!r}", "pass e.g. dt=1e-4")
+    ctx = ExportContext(float(dt), allow_approximation)
+    shape = tuple(int(s) for s in input_shape)
+    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(shape))}
+    edges, prev = [], "input"
+    for name, module in _chain(model, sample_input):
+        fn = _find_handler(module)
+        if fn is None:
+            raise ExportError(f"module {name!r} ({type(module).__name__}) has no NIR export",
+                              f"use supported layers: {', '.join(HANDLERS.names())}")
+        node, shape = fn(module, name, shape, ctx)
+        if node is None:
+            continue
+        key = name.replace(".", "_")  # dots address subgraphs in NIR edges
+        nodes[key] = node
+        edges.append((prev, key))
+        prev = key
+    nodes["output"] = nir.Output(output_type=np.array(shape))
+    edges.append((prev, "output"))
+    meta = {"dt": ctx.dt, "discretisation": "forward_euler", "update_order": "current_then_voltage",
+            "reset_mode": "zero", "reset_delay": 0,
+            "source": source or f"spikeport (snntorch=={snn.__version__})"}
+    if ctx.approximations:
+        meta["approximations"] = list(ctx.approximations)
+    try:
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    except ValueError as e:
+        raise ExportError(f"the exported graph does not type-check: {e}",
+                          "report this as a spikeport bug, with the model") from None
+
+
+def export_run_model(model, input_shape, **kw) -> nir.NIRGraph:
+    """Export one of spikeport's own models (no approximations ever needed)."""
+    return export_model(model, input_shape, **kw)

@@ -1,0 +1,387 @@
+"""The reference target: a batched float64 numpy simulator of NIR semantics.
+
+It defines what every other target must agree with. Inputs are (T, B, *input_shape); each
+step every node is evaluated in the program order (:mod:`exporters.graph`), fan-in edges are
+summed, and cycle-closing edges deliver the previous step's value. Neuron updates follow the
+discretisation of :mod:`toolchain.units` exactly, in float64.
+
+Node kernels are registered per NIR node class in :data:`KERNELS`; a graph with any other
+node is refused before simulating, naming the node.
+"""
+from __future__ import annotations
+
+import nir
+import numpy as np
+
+from exporters.graph import Program, build_program
+from toolchain import units
+from toolchain.errors import GraphError
+from toolchain.record import Recording
+from toolchain.registry import Registry
+
+KERNELS: Registry = Registry("reference node kernel")
+
+
+class Kernel:
+    stateful = False
+
+    def init(self, like: np.ndarray):
+        return None
+
+    def step(self, x: np.ndarray, state):
+        raise NotImplementedError
+
+
+def kernel(*node_types):
+    def deco(cls):
+        for t in node_types:
+            KERNELS.add(t.__name__, cls, (cls.__doc__ or "").strip().splitlines()[0])
+        return cls
+    return deco
+
+
+def _arr(v):
+    return np.asarray(v, dtype=np.float64)
+
+
+@kernel(nir.Input, nir.Output)
+class Identity(Kernel):
+    """identity"""
+
+    def __init__(self, node, dt):
+        pass
+
+    def step(self, x, state):
+        return x, state
+
+
+@kernel(nir.Affine)
+class Affine(Kernel):
+    """y = x W^T + b"""
+
+    def __init__(self, node, dt):
+        self.w, self.b = _arr(node.weight), _arr(node.bias)
+
+    def step(self, x, state):
+        return x @ self.w.T + self.b, state
+
+
+@kernel(nir.Linear)
+class Linear(Kernel):
+    """y = x W^T"""
+
+    def __init__(self, node, dt):
+        self.w = _arr(node.weight)
+
+    def step(self, x, state):
+        return x @ self.w.T, state
+
+
+@kernel(nir.Scale)
+class Scale(Kernel):
+    """y = s * x"""
+
+    def __init__(self, node, dt):
+        self.s = _arr(node.scale)
+
+    def step(self, x, state):
+        return x * self.s, state
+
+
+def _pair(v):
+    v = np.atleast_1d(np.asarray(v)).astype(int)
+    return (int(v[0]), int(v[-1])) if v.size <= 2 else tuple(int(a) for a in v[:2])
+
+
+def conv2d(x, w, b, stride, padding, dilation, groups):
+    """Cross-correlation as in torch, float64. x (B, C, H, W), w (O, C/groups, kh, kw)."""
+    B, C, H, W = x.shape
+    O, Cg, kh, kw = w.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    if isinstance(padding, str):
+        if padding == "valid":
+            ph = pw = (0, 0)
+        else:  # same (stride 1): torch pads the extra element on the right/bottom
+            th, tw = dh * (kh - 1), dw * (kw - 1)
+            ph, pw = (th // 2, th - th // 2), (tw // 2, tw - tw // 2)
+    else:
+        ph, pw = (padding[0], padding[0]), (padding[1], padding[1])
+    xp = np.pad(x, ((0, 0), (0, 0), ph, pw))
+    eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    win = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(2, 3))
+    win = win[:, :, ::sh, ::sw, ::dh, ::dw]  # (B, C, Ho, Wo, kh, kw)
+    Ho, Wo = win.shape[2:4]
+    outs = []
+    og = O // groups
+    for g in range(groups):
+        wg = w[g * og:(g + 1) * og].reshape(og, -1)  # (og, Cg*kh*kw)
+        xg = win[:, g * Cg:(g + 1) * Cg].transpose(0, 2, 3, 1, 4, 5).reshape(B, Ho, Wo, -1)
+        outs.append(xg @ wg.T)  # (B, Ho, Wo, og)
+    y = np.concatenate(outs, -1).transpose(0, 3, 1, 2)
+    return y + b.reshape(1, -1, 1, 1)
+
+
+@kernel(nir.Conv2d)
+class Conv2d(Kernel):
+    """2-d convolution (zero padding, stride, dilation, groups, bias)"""
+
+    def __init__(self, node, dt):
+        self.w, self.b = _arr(node.weight), _arr(node.bias)
+        self.stride, self.dilation = _pair(node.stride), _pair(node.dilation)
+        self.padding = node.padding if isinstance(node.padding, str) else _pair(node.padding)
+        self.groups = int(node.groups)
+
+    def step(self, x, state):
+        return conv2d(x, self.w, self.b, self.stride, self.padding, self.dilation, self.groups), state
+
+
+@kernel(nir.Conv1d)
+class Conv1d(Kernel):
+    """1-d convolution, computed as a 2-d one of height 1"""
+
+    def __init__(self, node, dt):
+        self.w, self.b = _arr(node.weight)[:, :, None, :], _arr(node.bias)
+        self.stride = (1, int(np.atleast_1d(node.stride)[0]))
+        self.dilation = (1, int(np.atleast_1d(node.dilation)[0]))
+        p = node.padding
+        self.padding = p if isinstance(p, str) else (0, int(np.atleast_1d(p)[0]))
+        self.groups = int(node.groups)
+
+    def step(self, x, state):
+        y = conv2d(x[:, :, None, :], self.w, self.b, self.stride, self.padding, self.dilation,
+                   self.groups)
+        return y[:, :, 0, :], state
+
+
+@kernel(nir.SumPool2d, nir.AvgPool2d)
+class Pool2d(Kernel):
+    """sum or average over k x k windows (zero padding counted)"""
+
+    def __init__(self, node, dt):
+        self.k, self.s, self.p = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+        self.avg = isinstance(node, nir.AvgPool2d)
+
+    def step(self, x, state):
+        B, C = x.shape[:2]
+        w = np.ones((C, 1, *self.k))
+        y = conv2d(x, w, np.zeros(C), self.s, self.p, (1, 1), C)
+        return (y / (self.k[0] * self.k[1]) if self.avg else y), state
+
+
+@kernel(nir.Flatten)
+class Flatten(Kernel):
+    """reshape; dimensions counted without the batch axis"""
+
+    def __init__(self, node, dt):
+        self.start, self.end = int(node.start_dim), int(node.end_dim)
+
+    def step(self, x, state):
+        shape = x.shape[1:]
+        nd = len(shape)
+        s = self.start % nd
+        e = self.end % nd
+        new = shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:]
+        return x.reshape(x.shape[0], *new), state
+
+
+@kernel(nir.Threshold)
+class Threshold(Kernel):
+    """z = [x > theta]"""
+
+    def __init__(self, node, dt):
+        self.th = _arr(node.threshold)
+
+    def step(self, x, state):
+        return (x > self.th).astype(np.float64), state
+
+
+@kernel(nir.Delay)
+class Delay(Kernel):
+    """y[k] = x[k - round(delay / dt)], zero before the first input"""
+    stateful = True
+
+    def __init__(self, node, dt):
+        d = np.round(_arr(node.delay) / dt)
+        if np.any(d < 0) or not np.all(d == d.flat[0]):
+            raise GraphError("Delay with negative or per-neuron different delays is not supported",
+                             "use one non-negative delay per Delay node")
+        self.steps = int(d.flat[0])
+
+    def init(self, like):
+        return [np.zeros_like(like) for _ in range(self.steps)]
+
+    def step(self, x, state):
+        if self.steps == 0:
+            return x, state
+        return state[0], state[1:] + [x]
+
+
+class _Neuron(Kernel):
+    stateful = True
+    spiking = True
+
+    def __init__(self, node, dt):
+        self.v_th = _arr(getattr(node, "v_threshold", np.inf))
+        v_reset = getattr(node, "v_reset", None)
+        self.v_reset = np.zeros_like(self.v_th) if v_reset is None else _arr(v_reset)
+
+    def fire(self, v):
+        z = v > self.v_th
+        return z.astype(np.float64), np.where(z, self.v_reset, v)
+
+
+@kernel(nir.LIF)
+class LIF(_Neuron):
+    """v' = d v + (g x + l); z = [v' > v_th]; v = v_reset where z"""
+
+    def __init__(self, node, dt):
+        super().__init__(node, dt)
+        self.d, self.g, self.l = units.lif_coefficients(node.tau, node.r, node.v_leak, dt)
+
+    def init(self, like):
+        return np.zeros_like(like)
+
+    def step(self, x, v):
+        v = self.d * v + (self.g * x + self.l)
+        z, v = self.fire(v)
+        return z, v
+
+
+@kernel(nir.LI)
+class LI(LIF):
+    """v' = d v + (g x + l); output v"""
+    spiking = False
+
+    def __init__(self, node, dt):
+        _Neuron.__init__(self, node, dt)
+        self.d, self.g, self.l = units.lif_coefficients(node.tau, node.r, node.v_leak, dt)
+
+    def step(self, x, v):
+        v = self.d * v + (self.g * x + self.l)
+        return v, v
+
+
+@kernel(nir.IF)
+class IF(_Neuron):
+    """v' = v + g x with g = dt r; z = [v' > v_th]; v = v_reset where z"""
+
+    def __init__(self, node, dt):
+        super().__init__(node, dt)
+        self.g = units.if_gain(node.r, dt)
+
+    def init(self, like):
+        return np.zeros_like(like)
+
+    def step(self, x, v):
+        z, v = self.fire(v + self.g * x)
+        return z, v
+
+
+@kernel(nir.I)
+class I(IF):
+    """v' = v + g x; output v"""
+    spiking = False
+
+    def __init__(self, node, dt):
+        self.g = units.if_gain(node.r, dt)
+
+    def step(self, x, v):
+        v = v + self.g * x
+        return v, v
+
+
+@kernel(nir.CubaLIF)
+class CubaLIF(_Neuron):
+    """i = d_i i + g_i x; v' = d_v v + (g_v i + l); z = [v' > v_th]; v = v_reset where z"""
+
+    def __init__(self, node, dt):
+        super().__init__(node, dt)
+        self.di, self.gi, self.dv, self.gv, self.l = units.cuba_coefficients(
+            node.tau_syn, node.tau_mem, node.r, node.v_leak, node.w_in, dt)
+
+    def init(self, like):
+        return np.zeros_like(like), np.zeros_like(like)
+
+    def step(self, x, state):
+        i, v = state
+        i = self.di * i + self.gi * x
+        v = self.dv * v + (self.gv * i + self.l)
+        z, v = self.fire(v)
+        return z, (i, v)
+
+
+@kernel(nir.CubaLI)
+class CubaLI(CubaLIF):
+    """i = d_i i + g_i x; v' = d_v v + (g_v i + l); output v"""
+    spiking = False
+
+    def __init__(self, node, dt):
+        self.di, self.gi, self.dv, self.gv, self.l = units.cuba_coefficients(
+            node.tau_syn, node.tau_mem, node.r, node.v_leak, node.w_in, dt)
+
+    def step(self, x, state):
+        i, v = state
+        i = self.di * i + self.gi * x
+        v = self.dv * v + (self.gv * i + self.l)
+        return v, (i, v)
+
+
+def compile_program(program: Program) -> dict[str, Kernel]:
+    kernels = {}
+    for name in program.order:
+        node = program.nodes[name]
+        key = type(node).__name__
+        if key not in KERNELS:
+            raise GraphError(f"node {name!r} ({key}) is not supported by the reference target",
+                             f"supported nodes: {', '.join(KERNELS.names())}")
+        kernels[name] = KERNELS.get(key)(node, program.dt)
+    return kernels
+
+
+def simulate(program: Program, x: np.ndarray, membranes: bool = False) -> Recording:
+    """Run ``program`` on x (T, B, *input_shape); every node's value at every step."""
+    kernels = compile_program(program)
+    x = np.asarray(x, dtype=np.float64)
+    T = x.shape[0]
+    prev: dict[str, np.ndarray] = {}
+    state: dict[str, object] = {}
+    values: dict[str, list[np.ndarray]] = {n: [] for n in program.order}
+    mems: dict[str, list[np.ndarray]] = {}
+    src = program.graph_inputs[0]
+    for t in range(T):
+        cur: dict[str, np.ndarray] = {}
+        for name in program.order:
+            if name == src:
+                inp = x[t]
+            else:
+                terms = []
+                for s, recurrent in program.inputs[name]:
+                    if recurrent:
+                        terms.append(prev.get(s))
+                    else:
+                        terms.append(cur[s])
+                known = [a for a in terms if a is not None]
+                if not known:
+                    raise GraphError(f"node {name!r} has no input at the first step",
+                                     "give every node a path from the graph input")
+                inp = known[0]
+                for a in known[1:]:
+                    inp = inp + a
+            k = kernels[name]
+            if name not in state:
+                state[name] = k.init(inp)
+            out, state[name] = k.step(inp, state[name])
+            cur[name] = out
+            values[name].append(out)
+            if membranes and getattr(k, "spiking", False):
+                st = state[name]
+                mems.setdefault(name, []).append(st[1] if isinstance(st, tuple) else st)
+        prev = cur
+    spiking = [n for n in program.order if getattr(kernels[n], "spiking", False)]
+    return Recording({n: np.stack(v) for n, v in values.items()}, program.output, spiking,
+                     program.dt, {n: np.stack(v) for n, v in mems.items()})
+
+
+def run_graph(graph: nir.NIRGraph, x: np.ndarray, dt: float | None = None,
+              membranes: bool = False) -> Recording:
+    return simulate(build_program(graph, dt), x, membranes)

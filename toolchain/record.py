@@ -1,0 +1,35 @@
+"""The Recording every target returns: what each node emitted at each step.
+
+``values[name]`` is an array (T, B, ...) in the target's own time axis; for spiking nodes
+the values are spikes (0/1), for LI / CubaLI / I nodes the membrane, for synapse nodes
+their output. ``spiking`` lists the spiking nodes in program order, ``output`` names the
+graph's output node. ``delay`` is the number of steps by which this target's time axis
+lags the model's (0 for float targets; one per layer on Loihi, SEMANTICS.md 8), so that
+``aligned(name)`` gives values on the model's time axis.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Recording:
+    values: dict[str, np.ndarray]
+    output: str
+    spiking: list[str]
+    dt: float
+    membranes: dict[str, np.ndarray] = field(default_factory=dict)
+    delay: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def output_values(self) -> np.ndarray:
+        return self.values[self.output]
+
+    def spikes(self) -> dict[str, np.ndarray]:
+        return {n: self.values[n] for n in self.spiking}
+
+    def aligned(self, name: str) -> np.ndarray:
+        d = self.delay.get(name, 0)
+        return self.values[name][d:] if d else self.values[name]
