@@ -385,3 +385,23 @@ def simulate(program: Program, x: np.ndarray, membranes: bool = False) -> Record
 def run_graph(graph: nir.NIRGraph, x: np.ndarray, dt: float | None = None,
               membranes: bool = False) -> Recording:
     return simulate(build_program(graph, dt), x, membranes)
+
+
+def _compile(graph: nir.NIRGraph, options: dict | None = None) -> Program:
+    options = options or {}
+    program = build_program(graph, options.get("dt"))
+    compile_program(program)  # refuse unsupported nodes at compile time
+    return program
+
+
+def _register():
+    from exporters.targets import Target, register
+
+    register(Target(
+        name="reference", compile=_compile, run=lambda p, x: simulate(p, x),
+        supported=KERNELS.names, profiles=("cpu", "gpu"),
+        exactness="defines the semantics (float64)",
+        summary="batched float64 numpy simulator of NIR semantics"))
+
+
+_register()

@@ -101,6 +101,142 @@ def evaluate(
         _print_metrics(result)
 
 
+@app.command()
+@user_errors
+def export(
+    run: Path = typer.Argument(..., help="run directory written by `spikeport train`"),
+    to: str = typer.Option(..., "--to", help="nir or onnx"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Export a run's model; the artifact is written into the run directory."""
+    from toolchain import artifacts, io
+
+    io.require_run_dir(run)
+    if to == "nir":
+        graph, path = artifacts.export_run_graph(run)
+        info = {"artifact": str(path), "format": "nir", "nodes": len(graph.nodes)}
+    elif to == "onnx":
+        from exporters import onnx_target
+
+        graph, _ = artifacts.export_run_graph(run)
+        path = run / artifacts.ONNX_FILE
+        onnx_target.save(onnx_target.compile(graph, {}), path)
+        info = {"artifact": str(path), "format": "onnx"}
+    else:
+        raise SpikeportError(f"unknown export format {to!r}", "use --to nir or --to onnx")
+    if as_json:
+        _print_json(info)
+    else:
+        typer.echo(f"wrote {info['artifact']}")
+
+
+@app.command()
+@user_errors
+def inspect(
+    graph: Path = typer.Argument(..., help="a .nir file"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Summarise a NIR graph: nodes, shapes, neuron counts, parameters, metadata."""
+    from toolchain.artifacts import read_graph
+    from toolchain.inspect_graph import format_summary, summarize
+
+    s = summarize(read_graph(graph))
+    if as_json:
+        _print_json(s)
+    else:
+        typer.echo(format_summary(s))
+
+
+def _targets_option(text: str) -> list[str]:
+    from exporters.targets import target_names
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    known = target_names()
+    for t in names:
+        if t not in known:
+            raise SpikeportError(f"unknown target {t!r}", f"use one of: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise SpikeportError("a target is listed twice", "list each target once")
+    return names
+
+
+@app.command()
+@user_errors
+def run(
+    graph: Path = typer.Argument(..., help="a .nir file or a run directory"),
+    target: str = typer.Option("reference", "--target", help="target to run on"),
+    input_file: Optional[Path] = typer.Option(None, "--input", help=".npz with x (T, B, ...) and optional y"),
+    samples: Optional[int] = typer.Option(None, help="use only the first N samples"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write every node's values to this .npz"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Run a graph on one target and report output spikes (and accuracy with labels)."""
+    import numpy as np
+
+    from toolchain import artifacts, io
+    from toolchain.validate import predict
+
+    (name,) = _targets_option(target)
+    g, inputs, _ = artifacts.resolve(graph, input_file, samples)
+    from exporters.targets import get_target
+
+    t = get_target(name)
+    rec = t.run(t.compile(g, {}), inputs.x)
+    output = rec.aligned(rec.output)
+    info = {"target": name, "samples": int(inputs.x.shape[1]), "steps": int(inputs.x.shape[0]),
+            "output_spikes_per_sample": float(output.sum() / inputs.x.shape[1]),
+            "spikes_per_sample": {n: float(rec.aligned(n).sum() / inputs.x.shape[1])
+                                  for n in rec.spiking},
+            "accuracy": (float((predict(output) == inputs.y).mean())
+                         if inputs.y is not None else None)}
+    if out is not None:
+        def write(p):
+            with open(p, "wb") as f:  # a file object: numpy adds no ".npz" suffix
+                np.savez_compressed(f, **rec.values)
+
+        io.atomic_write(out, write)
+        info["recording"] = str(out)
+    if as_json:
+        _print_json(info)
+    else:
+        for k, v in info.items():
+            typer.echo(f"{k:<26} {v}")
+
+
+@app.command()
+@user_errors
+def validate(
+    run_or_graph: Path = typer.Argument(..., help="a run directory or a .nir file"),
+    targets: str = typer.Option("reference,snntorch,onnx", "--targets", help="comma-separated targets"),
+    samples: Optional[int] = typer.Option(None, help="use only the first N test samples"),
+    input_file: Optional[Path] = typer.Option(None, "--input", help=".npz with x (T, B, ...) and optional y"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Run the same inputs on several targets: accuracy per target, spike mismatches per pair."""
+    from toolchain import artifacts, io
+    from toolchain.validate import validate as run_validation
+
+    names = _targets_option(targets)
+    if samples is not None and samples < 1:
+        raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
+    graph, inputs, run_dir = artifacts.resolve(run_or_graph, input_file, samples)
+    result = run_validation(graph, inputs.x, inputs.y, names)
+    result["inputs"] = inputs.source
+    if run_dir is not None:
+        io.write_json(run_dir / "validation.json", result)
+    if as_json:
+        _print_json(result)
+        return
+    typer.echo(f"inputs: {inputs.source}")
+    for t, acc in result["targets"].items():
+        typer.echo(f"  {t:<12} accuracy {'n/a' if acc is None else f'{acc:.4f}'}")
+    for p in result["pairs"]:
+        typer.echo(f"  {p['a']} vs {p['b']}: {p['mismatched_spike_bins']} of "
+                   f"{p['total_spike_bins']} spike bins differ")
+        for node, v in p["layers"].items():
+            typer.echo(f"      {node:<20} {v['mismatched_spike_bins']} / {v['total_spike_bins']}")
+
+
 @app.command("list")
 @user_errors
 def list_(what: str = typer.Argument("all", help="datasets, encoders, losses, models, recipes or all")):

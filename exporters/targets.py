@@ -1,0 +1,66 @@
+"""Targets: registered once, each offering the same verbs (ARCHITECTURE.md).
+
+``compile(graph, options) -> artifact`` turns a NIR graph into what the target runs;
+``run(artifact, x) -> Recording`` simulates inputs x (T, B, *input_shape). ``profiles``
+names the energy profiles that apply; ``exactness`` says what agreement with the reference
+is expected. Adding a target is one module and one :func:`register` call; the support
+matrix in the docs is generated from :data:`TARGETS` and the node registries.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import nir
+import numpy as np
+
+from toolchain.record import Recording
+from toolchain.registry import Registry
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    compile: Callable[[nir.NIRGraph, dict], Any]
+    run: Callable[[Any, np.ndarray], Recording]
+    supported: Callable[[], list[str]]
+    profiles: tuple[str, ...]
+    exactness: str
+    summary: str
+
+
+TARGETS: Registry = Registry("target")
+
+
+def register(target: Target) -> Target:
+    TARGETS.add(target.name, target, target.summary)
+    return target
+
+
+def get_target(name: str) -> Target:
+    _load_builtin_targets()
+    return TARGETS.get(name)
+
+
+def target_names() -> list[str]:
+    _load_builtin_targets()
+    return TARGETS.names()
+
+
+_LOADED = False
+
+
+def _load_builtin_targets() -> None:
+    """Import the target modules (each registers itself) on first use."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    import importlib
+
+    for module in ("exporters.reference", "exporters.nirgraph.importer", "exporters.onnx_target"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:  # a missing dependency inside the module is a real error
+                raise

@@ -1,0 +1,112 @@
+"""Where a run's exported artifacts live, and how a command finds its graph and inputs.
+
+A command that takes RUN_OR_GRAPH accepts either a run directory (its ``model.nir`` is
+exported on demand from the checkpoint, and its test split supplies inputs and labels) or a
+``.nir`` file (inputs then come from ``--input FILE.npz`` with ``x`` (T, B, ...) and an
+optional ``y``, or from a registered dataset and the encoder settings given).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nir
+import numpy as np
+import torch
+
+from toolchain import io
+from toolchain.errors import GraphError, SpikeportError
+
+NIR_FILE = "model.nir"
+ONNX_FILE = "model.onnx"
+
+
+@dataclass
+class Inputs:
+    x: np.ndarray          # (T, B, *input_shape)
+    y: np.ndarray | None   # (B,)
+    source: str
+
+
+def read_graph(path: str | Path) -> nir.NIRGraph:
+    path = Path(path)
+    if not path.is_file():
+        raise GraphError(f"NIR file not found: {path}", "pass a .nir file or a run directory")
+    try:
+        return nir.read(str(path))
+    except Exception as e:  # h5py / nir raise many types for a bad file
+        raise GraphError(f"{path} is not a readable NIR graph ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})",
+                         "pass a file written by nir.write (NIR 1.0)") from None
+
+
+def export_run_graph(run_dir: str | Path, write: bool = True) -> tuple[nir.NIRGraph, Path]:
+    """The NIR graph of a run's checkpoint; written to RUN/model.nir when ``write``."""
+    from exporters.nirgraph.export import export_model
+    from toolchain.train import load_run
+
+    c = load_run(run_dir)
+    graph = export_model(c.model, c.dataset.input_shape,
+                         source=f"spikeport run {Path(run_dir).name} ({c.config.name})")
+    path = Path(run_dir) / NIR_FILE
+    if write:
+        io.atomic_write(path, lambda p: nir.write(str(p), graph))
+    return graph, path
+
+
+def run_inputs(run_dir: str | Path, samples: int | None = None) -> Inputs:
+    """The run's test split, encoded exactly as `spikeport evaluate` encodes it."""
+    from toolchain.train import EVAL_SEED_OFFSET, build_components
+    from toolchain.config import load_run_config
+
+    cfg = load_run_config(io.require_run_dir(run_dir))
+    c = build_components(cfg)
+    gen = torch.Generator().manual_seed(cfg.train["seed"] + EVAL_SEED_OFFSET)
+    bs = cfg.train["eval_batch_size"]
+    n = len(c.dataset.y_test) if samples is None else min(samples, len(c.dataset.y_test))
+    xs = []
+    x_all = torch.from_numpy(c.dataset.x_test)
+    # Encode batch by batch with the evaluation batch size, so the random stream (rate
+    # coding) is consumed exactly as in evaluation and sample i gets the same spikes.
+    for start in range(0, n, bs):
+        xs.append(c.encoder(x_all[start:start + bs], cfg.time_steps, gen)[:, :n - start])
+    x = torch.cat(xs, 1).numpy()
+    return Inputs(x, c.dataset.y_test[:n], f"{cfg.dataset['name']} test split ({n} samples)")
+
+
+def npz_inputs(path: str | Path, samples: int | None = None) -> Inputs:
+    path = Path(path)
+    if not path.is_file():
+        raise SpikeportError(f"input file not found: {path}", "pass an .npz with an array x (T, B, ...)")
+    try:
+        data = np.load(path, allow_pickle=False)
+        x = np.asarray(data["x"], dtype=np.float64)
+        y = np.asarray(data["y"]) if "y" in data.files else None
+    except KeyError:
+        raise SpikeportError(f"{path} has no array named 'x'",
+                             "save inputs with np.savez(path, x=spikes (T, B, ...), y=labels)") from None
+    except Exception as e:
+        raise SpikeportError(f"{path} is not a readable .npz ({type(e).__name__})",
+                             "save inputs with np.savez(path, x=..., y=...)") from None
+    if x.ndim < 3:
+        raise SpikeportError(f"{path}: x has shape {x.shape}, expected (T, B, ...)",
+                             "put time first, then batch")
+    if samples is not None:
+        x = x[:, :samples]
+        y = None if y is None else y[:samples]
+    return Inputs(x, y, str(path))
+
+
+def resolve(run_or_graph: str | Path, input_file: str | Path | None = None,
+            samples: int | None = None) -> tuple[nir.NIRGraph, Inputs, Path | None]:
+    """(graph, inputs, run_dir or None) for a RUN_OR_GRAPH argument."""
+    p = Path(run_or_graph)
+    if p.is_dir():
+        io.require_run_dir(p)
+        graph, _ = export_run_graph(p, write=True)
+        inputs = npz_inputs(input_file, samples) if input_file else run_inputs(p, samples)
+        return graph, inputs, p
+    graph = read_graph(p)
+    if input_file is None:
+        raise SpikeportError(f"{p} is a graph without data", "pass --input FILE.npz with x (T, B, ...)")
+    return graph, npz_inputs(input_file, samples), None

@@ -1,0 +1,71 @@
+"""Cross-target validation: run the same inputs on several targets and compare.
+
+For every target: accuracy (when labels are known; prediction = the output class with the
+most spikes, ties to the lowest index). For every pair of targets and every spiking node:
+the number of spike bins (step, sample, neuron) compared and how many differ, after aligning
+each target's time axis to the model's (``Recording.delay``). Inputs are processed in
+batches so memory stays bounded on whole test splits.
+"""
+from __future__ import annotations
+
+from itertools import combinations
+
+import nir
+import numpy as np
+
+from exporters.targets import get_target
+from toolchain.errors import SpikeportError
+from toolchain.record import Recording
+
+
+def predict(output: np.ndarray) -> np.ndarray:
+    return output.sum(0).argmax(-1)
+
+
+def validate(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None, targets: list[str],
+             batch_size: int = 128, options: dict | None = None) -> dict:
+    if len(targets) < 1:
+        raise SpikeportError("no target to validate", "pass --targets reference,snntorch,...")
+    compiled = {t: (get_target(t), get_target(t).compile(graph, dict(options or {})))
+                for t in targets}
+    n = x.shape[1]
+    correct = {t: 0 for t in targets}
+    pairs: dict[tuple[str, str], dict[str, list[int]]] = {}
+    spike_totals: dict[str, dict[str, int]] = {t: {} for t in targets}
+    for start in range(0, n, batch_size):
+        xb = x[:, start:start + batch_size]
+        recs: dict[str, Recording] = {}
+        for t, (target, artifact) in compiled.items():
+            recs[t] = target.run(artifact, xb)
+            if y is not None:
+                out = recs[t].aligned(recs[t].output)
+                correct[t] += int((predict(out) == y[start:start + batch_size]).sum())
+            for node in recs[t].spiking:
+                s = recs[t].aligned(node)
+                spike_totals[t][node] = spike_totals[t].get(node, 0) + int(s.sum())
+        for a, b in combinations(targets, 2):
+            ra, rb = recs[a], recs[b]
+            for node in ra.spiking:
+                if node not in rb.spiking:
+                    continue
+                sa, sb = ra.aligned(node), rb.aligned(node)
+                steps = min(len(sa), len(sb))
+                sa, sb = sa[:steps], sb[:steps]
+                acc = pairs.setdefault((a, b), {}).setdefault(node, [0, 0])
+                acc[0] += int((sa != sb).sum())
+                acc[1] += int(sa.size)
+    result = {
+        "samples": int(n),
+        "targets": {t: (correct[t] / n if y is not None else None) for t in targets},
+        "spikes": spike_totals,
+        "pairs": [],
+    }
+    for (a, b), layers in pairs.items():
+        result["pairs"].append({
+            "a": a, "b": b,
+            "mismatched_spike_bins": sum(v[0] for v in layers.values()),
+            "total_spike_bins": sum(v[1] for v in layers.values()),
+            "layers": {node: {"mismatched_spike_bins": v[0], "total_spike_bins": v[1]}
+                       for node, v in layers.items()},
+        })
+    return result
