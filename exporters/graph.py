@@ -11,7 +11,9 @@ Every target executes the same :class:`Program`, built once from a ``nir.NIRGrap
   source's value of the *previous* step (zero at the first step), as nirtorch and snntorch's
   RLeaky do (SEMANTICS.md 2.2). All other edges are instantaneous.
 - Several edges into one node are summed.
-- ``dt`` is read from the graph metadata; a graph without it gets 1e-4 s and a warning.
+- ``dt`` is read from the graph metadata; a graph without it gets 1e-4 s and a warning, and
+  its IF / I nodes are read with the per-step gain convention of the tools that write such
+  graphs (v' = v + r x).
 """
 from __future__ import annotations
 
@@ -84,6 +86,11 @@ def _flatten(graph: nir.NIRGraph, prefix: str = ""):
 
 def build_program(graph: nir.NIRGraph, dt: float | None = None) -> Program:
     nodes, edges, _, _ = _flatten(graph)
+    # Input/Output nodes that no edge touches are leftovers of flattened subgraphs (the
+    # dotted "1.input" nodes some exporters write); they carry nothing.
+    touched = {n for e in edges for n in e}
+    nodes = {n: v for n, v in nodes.items()
+             if n in touched or not isinstance(v, (nir.Input, nir.Output))}
     for s, d in edges:
         for end in (s, d):
             if end not in nodes:
@@ -149,8 +156,9 @@ def build_program(graph: nir.NIRGraph, dt: float | None = None) -> Program:
             dt = float(meta["dt"])
         else:
             dt, from_meta = units.DEFAULT_DT, False
-            warnings.warn("the NIR graph records no dt; assuming dt = 1e-4 s (snntorch's value). "
-                          "Pass dt explicitly if the graph was written for another step.",
+            warnings.warn("the NIR graph records no dt; assuming dt = 1e-4 s (snntorch's value) "
+                          "and reading IF/I nodes with r as the per-step gain. Pass dt "
+                          "explicitly if the graph was written for another step.",
                           stacklevel=2)
     if not (dt > 0 and np.isfinite(dt)):
         raise GraphError(f"dt must be a positive number of seconds, got {dt}", "pass e.g. dt=1e-4")
@@ -158,4 +166,21 @@ def build_program(graph: nir.NIRGraph, dt: float | None = None) -> Program:
         if key in meta and str(meta[key]) not in allowed:
             raise GraphError(f"graph metadata {key}={meta[key]!r} is not supported",
                              f"spikeport simulates {key} in {allowed}")
+    if not from_meta:
+        nodes = _per_step_integrators(nodes, dt)
     return Program(nodes, order, inputs, top_inputs, top_outputs, float(dt), meta, from_meta)
+
+
+def _per_step_integrators(nodes: dict, dt: float) -> dict:
+    """Foreign convention for graphs without our ``dt`` metadata (SEMANTICS.md 2.2): sinabs
+    and snntorch write IF / I with r as the per-step gain, v' = v + r x. Under our contract
+    the gain is dt * r, so such nodes are read with r / dt."""
+    import copy
+
+    out = dict(nodes)
+    for name, node in nodes.items():
+        if isinstance(node, (nir.IF, nir.I)):
+            new = copy.copy(node)
+            new.r = np.asarray(node.r, dtype=np.float64) / dt
+            out[name] = new
+    return out

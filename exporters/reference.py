@@ -187,6 +187,7 @@ class Flatten(Kernel):
 @kernel(nir.Threshold)
 class Threshold(Kernel):
     """z = [x > theta]"""
+    spiking = True
 
     def __init__(self, node, dt):
         self.th = _arr(node.threshold)

@@ -86,7 +86,7 @@ def _conv2d(m: nn.Conv2d, name, shape, ctx):
                       stride=tuple(m.stride), padding=padding, dilation=tuple(m.dilation),
                       groups=m.groups, bias=bias.astype(np.float32))
     with torch.no_grad():
-        out = m(torch.zeros(1, *shape)).shape[1:]
+        out = m(torch.zeros(1, *shape, dtype=m.weight.dtype)).shape[1:]
     return node, tuple(out)
 
 
@@ -206,6 +206,36 @@ def _synaptic(m: snn.Synaptic, name, shape, ctx):
                        w_in=units.unit_gain(ctx.dt / tau_syn)), shape
 
 
+def _recurrent_subgraph(m, name, shape, ctx, neuron_node):
+    if not getattr(m, "all_to_all", True) or not isinstance(getattr(m, "recurrent", None), nn.Linear):
+        raise ExportError(f"module {name!r} ({type(m).__name__}) uses a one-to-one or convolutional "
+                          "recurrence", "use all_to_all=True with a linear recurrent layer")
+    if len(shape) != 1:
+        raise ExportError(f"module {name!r} ({type(m).__name__}) has population shape {shape}",
+                          "use recurrent populations after a Linear layer (1-d)")
+    w_rec, _ = _linear(m.recurrent, name + ".recurrent", shape, ctx)
+    n = np.array(shape)
+    return nir.NIRGraph(
+        nodes={"input": nir.Input(input_type=n), "lif": neuron_node, "w_rec": w_rec,
+               "output": nir.Output(output_type=n)},
+        edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
+        metadata={}), shape
+
+
+@handler(snn.RLeaky)
+def _rleaky(m: snn.RLeaky, name, shape, ctx):
+    """snntorch RLeaky -> subgraph {input, lif: LIF, w_rec: Affine/Linear, output}."""
+    lif, _ = _leaky(m, name, shape, ctx)
+    return _recurrent_subgraph(m, name, shape, ctx, lif)
+
+
+@handler(snn.RSynaptic)
+def _rsynaptic(m: snn.RSynaptic, name, shape, ctx):
+    """snntorch RSynaptic -> subgraph {input, lif: CubaLIF, w_rec: Affine/Linear, output}."""
+    lif, _ = _synaptic(m, name, shape, ctx)
+    return _recurrent_subgraph(m, name, shape, ctx, lif)
+
+
 def _find_handler(module: nn.Module) -> Callable | None:
     for entry in HANDLERS.entries():
         cls, fn = entry.obj
@@ -253,7 +283,11 @@ def trace_chain(model: nn.Module, sample_input: torch.Tensor) -> list[tuple[str,
         chain.append((name, m, inp, out))
     for (pn, _, _, pout), (n, _, inp, _) in zip(chain, chain[1:]):
         prev = pout[0] if isinstance(pout, tuple) else pout
-        if not inp or inp[0] is not prev:
+        # Identity, or the same values after a dtype cast (snntorch emits float32 spikes).
+        ok = bool(inp) and isinstance(inp[0], torch.Tensor) and isinstance(prev, torch.Tensor) \
+            and (inp[0] is prev or (inp[0].shape == prev.shape
+                                    and torch.equal(inp[0].to(prev.dtype), prev)))
+        if not ok:
             raise ExportError(f"layer {n!r} does not take the output of {pn!r} directly, so the "
                               "model is not a chain of layers spikeport can trace",
                               "write the model as nn.Sequential or SpikingSequential, or export "
