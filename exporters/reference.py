@@ -374,8 +374,8 @@ def simulate(program: Program, x: np.ndarray, membranes: bool = False) -> Record
             out, state[name] = k.step(inp, state[name])
             cur[name] = out
             values[name].append(out)
-            if membranes and getattr(k, "spiking", False):
-                st = state[name]
+            st = state[name]
+            if membranes and getattr(k, "spiking", False) and st is not None:
                 mems.setdefault(name, []).append(st[1] if isinstance(st, tuple) else st)
         prev = cur
     spiking = [n for n in program.order if getattr(kernels[n], "spiking", False)]

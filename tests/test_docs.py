@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from toolchain.catalog import BEGIN, END, markdown
+from toolchain.catalog import BEGIN, END, MATRIX_BEGIN, markdown, support_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,3 +18,10 @@ def test_readme_starts_with_the_two_commands():
 
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_targets_doc_support_matrix_is_generated_from_the_registries():
+    text = (ROOT / "docs" / "targets.md").read_text()
+    start = text.index(MATRIX_BEGIN)
+    block = text[start:text.index(END, start) + len(END)]
+    assert block == support_matrix(), "docs/targets.md is stale: run .venv/bin/python -m toolchain.catalog"

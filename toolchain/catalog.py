@@ -40,14 +40,42 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
-def update_doc(path) -> bool:
+MATRIX_BEGIN = "<!-- BEGIN GENERATED: support matrix (python -m toolchain.catalog) -->"
+
+
+def support_matrix() -> str:
+    """NIR node types x targets, and the model layers the exporter handles, as markdown."""
+    from exporters.nirgraph.export import HANDLERS
+    from exporters.targets import TARGETS, target_names
+
+    names = target_names()
+    supported = {t: set(TARGETS.get(t).supported()) for t in names}
+    nodes = sorted(set().union(*supported.values()))
+    lines = [MATRIX_BEGIN, "", "| NIR node | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for n in nodes:
+        lines.append(f"| `{n}` | " + " | ".join("yes" if n in supported[t] else "no" for t in names) + " |")
+    lines += ["", "| target | what runs | exactness | energy profiles |", "|---|---|---|---|"]
+    for t in names:
+        tg = TARGETS.get(t)
+        lines.append(f"| `{t}` | {tg.summary} | {tg.exactness} | {', '.join(tg.profiles)} |")
+    lines += ["", "Model layers the exporter turns into NIR:", "",
+              "| layer | becomes |", "|---|---|"]
+    for e in HANDLERS.entries():
+        lines.append(f"| `{e.name}` | {e.summary} |")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def update_doc(path, begin: str = BEGIN, render=None) -> bool:
     """Rewrite the generated block of ``path``; True if it changed."""
     from pathlib import Path
 
     path = Path(path)
     text = path.read_text()
-    start, stop = text.index(BEGIN), text.index(END) + len(END)
-    new = text[:start] + markdown() + text[stop:]
+    start = text.index(begin)
+    stop = text.index(END, start) + len(END)
+    new = text[:start] + (render or markdown)() + text[stop:]
     if new != text:
         path.write_text(new)
     return new != text
@@ -57,6 +85,8 @@ if __name__ == "__main__":
     import sys
     from pathlib import Path
 
-    doc = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
-    changed = update_doc(doc)
-    print(f"{doc}: {'updated' if changed else 'up to date'}", file=sys.stderr)
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    for doc, begin, render in ((docs / "cli.md", BEGIN, markdown),
+                               (docs / "targets.md", MATRIX_BEGIN, support_matrix)):
+        changed = update_doc(doc, begin, render)
+        print(f"{doc}: {'updated' if changed else 'up to date'}", file=sys.stderr)
