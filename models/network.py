@@ -30,19 +30,40 @@ class SpikingSequential(nn.Module):
         self.n_classes = n_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T, B = x.shape[:2]
-        h = x  # (T, B, ...)
-        for layer in self.layers:
-            if isinstance(layer, snn.SpikingNeuron):
-                h = _step_population(layer, h)
-            else:
-                y = layer(h.reshape(T * B, *h.shape[2:]))
-                h = y.reshape(T, B, *y.shape[1:])
-        return h  # (T, B, C) spikes of the last population
+        return _run_layers(self.layers, x)  # (T, B, C) spikes of the last population
 
     def neuron_layers(self) -> list[tuple[str, snn.SpikingNeuron]]:
-        return [(f"layers.{i}", m) for i, m in enumerate(self.layers)
-                if isinstance(m, snn.SpikingNeuron)]
+        """(qualified name, population) in forward order, nested residual bodies included."""
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, snn.SpikingNeuron)]
+
+
+class Residual(nn.Module):
+    """y = body(x) + x: a skip connection around a chain of layers.
+
+    The addition happens on whatever the chain carries at that point; placed around a block
+    that starts with a synapse and ends with a population, the sum of spikes feeds the next
+    synapse, which NIR expresses as two edges into that synapse (fan-in is summed).
+    """
+
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.body = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (T, B, ...)
+        return _run_layers(self.body, x) + x
+
+
+def _run_layers(layers, h: torch.Tensor) -> torch.Tensor:
+    T, B = h.shape[:2]
+    for layer in layers:
+        if isinstance(layer, snn.SpikingNeuron):
+            h = _step_population(layer, h)
+        elif isinstance(layer, Residual):
+            h = layer(h)
+        else:
+            y = layer(h.reshape(T * B, *h.shape[2:]))
+            h = y.reshape(T, B, *y.shape[1:])
+    return h
 
 
 def _step_population(neuron: snn.SpikingNeuron, current: torch.Tensor) -> torch.Tensor:

@@ -484,3 +484,58 @@ def test_random_mlps_agree_on_every_target(seed, n_in, n_h, neuron, beta, alpha)
     for r in recs.values():
         for node, spikes in zip(r.spiking, rec.values()):
             np.testing.assert_array_equal(r.values[node], spikes.numpy())
+
+
+def test_residual_block_exports_as_fan_in_edges_and_matches_the_model():
+    from models.network import Residual, SpikingSequential
+    from models.neurons import make_neuron
+
+    torch.manual_seed(2)
+    model = SpikingSequential([
+        nn.Flatten(), nn.Linear(16, 12), make_neuron("lif", (12,), threshold=0.4),
+        Residual([nn.Linear(12, 12), make_neuron("cuba", (12,), threshold=0.4)]),
+        nn.Linear(12, 4), make_neuron("lif", (4,), threshold=0.4)], (1, 4, 4), 4)
+    model = _spiky(model, 3.0).double()
+    g = export_model(model, (1, 4, 4))
+    assert ("layers_2", "layers_4") in g.edges and ("layers_3_body_1", "layers_4") in g.edges
+    x = (torch.rand(12, 5, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5).double()
+    with torch.no_grad(), record(model) as rec:
+        model(x)
+    assert list(rec) == ["layers.2", "layers.3.body.1", "layers.5"]
+    for target, r in run_all(g, x.numpy()).items():
+        for node, spikes in zip(r.spiking, rec.values()):
+            np.testing.assert_array_equal(r.values[node], spikes.numpy(), err_msg=f"{target} {node}")
+            assert spikes.sum() > 0
+    # the skip matters: remove one fan-in edge and the output changes
+    g.edges.remove(("layers_2", "layers_4"))
+    assert not np.array_equal(run_graph(g, x.numpy()).values["layers_5"], rec["layers.5"].numpy())
+
+
+def test_residual_block_that_changes_shape_is_refused():
+    from models.network import Residual
+    from models.neurons import make_neuron
+
+    net = nn.Sequential(nn.Linear(4, 6), make_neuron("lif", (6,)),
+                        Residual([nn.Linear(6, 3), make_neuron("lif", (3,))]))
+    with pytest.raises(ExportError, match="residual block '2' maps shape"):
+        export_model(net, (4,))
+
+
+def test_conv1d_model_exports_and_matches():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv1d(2, 3, 3, padding=1, stride=2),
+                        snn.Leaky(beta=torch.full((3, 4), 0.8), threshold=0.3, reset_mechanism="zero",
+                                  reset_delay=False),
+                        nn.Flatten(), nn.Linear(12, 2),
+                        snn.Leaky(beta=torch.full((2,), 0.9), threshold=0.3, reset_mechanism="zero",
+                                  reset_delay=False))
+    net = _spiky(net, 3.0).double()
+    g = export_model(net, (2, 8))
+    assert type(g.nodes["0"]).__name__ == "Conv1d"
+    x = (torch.rand(9, 4, 2, 8, generator=torch.Generator().manual_seed(1)) < 0.5).double()
+    from models.network import _run_layers
+    with torch.no_grad(), record(net) as rec:
+        _run_layers(net, x)
+    for target, r in run_all(g, x.numpy()).items():
+        np.testing.assert_array_equal(r.values["1"], rec["1"].numpy(), err_msg=target)
+    assert rec["1"].sum() > 0

@@ -104,6 +104,25 @@ def _pool_params(m, name, kind):
     return two(k), two(s), two(p)
 
 
+@handler(nn.Conv1d)
+def _conv1d(m: nn.Conv1d, name, shape, ctx):
+    """nn.Conv1d -> Conv1d (zero padding only)."""
+    if m.padding_mode != "zeros":
+        raise ExportError(f"module {name!r} (Conv1d) uses padding_mode={m.padding_mode!r}",
+                          "use padding_mode='zeros' (NIR convolutions pad with zeros)")
+    if len(shape) != 2:
+        raise ExportError(f"module {name!r} (Conv1d) receives shape {shape}, expects (C, L)",
+                          "feed the convolution a (channels, length) input")
+    bias = _np(m.bias) if m.bias is not None else np.zeros(m.out_channels)
+    padding = m.padding if isinstance(m.padding, str) else int(m.padding[0])
+    node = nir.Conv1d(input_shape=shape[1], weight=_np(m.weight).astype(np.float32),
+                      stride=int(m.stride[0]), padding=padding, dilation=int(m.dilation[0]),
+                      groups=m.groups, bias=bias.astype(np.float32))
+    with torch.no_grad():
+        out = m(torch.zeros(1, *shape, dtype=m.weight.dtype)).shape[1:]
+    return node, tuple(out)
+
+
 @handler(nn.AvgPool2d)
 def _avgpool(m, name, shape, ctx):
     """nn.AvgPool2d -> AvgPool2d."""
@@ -295,6 +314,34 @@ def trace_chain(model: nn.Module, sample_input: torch.Tensor) -> list[tuple[str,
     return [(n, m) for n, m, _, _ in chain]
 
 
+def _emit(chain, sources: list[str], shape, nodes, edges, ctx):
+    """Add the nodes of ``chain`` after ``sources`` (several sources = summed fan-in).
+    Returns the sources feeding whatever comes next, and the shape they carry."""
+    from models.network import Residual
+
+    for name, module in chain:
+        if isinstance(module, Residual):
+            body = [(f"{name}.body.{i}", m) for i, m in enumerate(module.body)]
+            body_sources, body_shape = _emit(body, sources, shape, nodes, edges, ctx)
+            if tuple(body_shape) != tuple(shape):
+                raise ExportError(f"residual block {name!r} maps shape {shape} to {body_shape}",
+                                  "make the block keep its input shape, or add a projection")
+            sources = body_sources + sources  # the skip: both feed the next node
+            continue
+        fn = _find_handler(module)
+        if fn is None:
+            raise ExportError(f"module {name!r} ({type(module).__name__}) has no NIR export",
+                              f"use supported layers: {', '.join(HANDLERS.names())}, or Residual")
+        node, shape = fn(module, name, shape, ctx)
+        if node is None:
+            continue
+        key = name.replace(".", "_")  # dots address subgraphs in NIR edges
+        nodes[key] = node
+        edges.extend((s, key) for s in sources)
+        sources = [key]
+    return sources, shape
+
+
 def export_model(model: nn.Module, input_shape: tuple[int, ...], *, dt: float = units.DEFAULT_DT,
                  allow_approximation: bool = False, sample_input: torch.Tensor | None = None,
                  source: str | None = None) -> nir.NIRGraph:
@@ -307,21 +354,10 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...], *, dt: float = 
     ctx = ExportContext(float(dt), allow_approximation)
     shape = tuple(int(s) for s in input_shape)
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(shape))}
-    edges, prev = [], "input"
-    for name, module in _chain(model, sample_input):
-        fn = _find_handler(module)
-        if fn is None:
-            raise ExportError(f"module {name!r} ({type(module).__name__}) has no NIR export",
-                              f"use supported layers: {', '.join(HANDLERS.names())}")
-        node, shape = fn(module, name, shape, ctx)
-        if node is None:
-            continue
-        key = name.replace(".", "_")  # dots address subgraphs in NIR edges
-        nodes[key] = node
-        edges.append((prev, key))
-        prev = key
+    edges: list[tuple[str, str]] = []
+    sources, shape = _emit(_chain(model, sample_input), ["input"], shape, nodes, edges, ctx)
     nodes["output"] = nir.Output(output_type=np.array(shape))
-    edges.append((prev, "output"))
+    edges.extend((s, "output") for s in sources)
     meta = {"dt": ctx.dt, "discretisation": "forward_euler", "update_order": "current_then_voltage",
             "reset_mode": "zero", "reset_delay": 0,
             "source": source or f"spikeport (snntorch=={snn.__version__})"}
