@@ -27,6 +27,7 @@ class Target:
     profiles: tuple[str, ...]
     exactness: str
     summary: str
+    batch_size: int | None = 128  # samples per run() call; None = all at once (e.g. Lava)
 
 
 TARGETS: Registry = Registry("target")
@@ -58,7 +59,8 @@ def _load_builtin_targets() -> None:
     _LOADED = True
     import importlib
 
-    for module in ("exporters.reference", "exporters.nirgraph.importer", "exporters.onnx_target"):
+    for module in ("exporters.reference", "exporters.nirgraph.importer", "exporters.onnx_target",
+                   "exporters.loihi.targets"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -92,3 +92,42 @@ def cuba_coefficients(tau_syn, tau_mem, r, v_leak, w_in, dt: float):
 def if_gain(r, dt: float) -> np.ndarray:
     """g of the IF/I update: dt * r (a unit-gain integrator has r = 1/dt)."""
     return dt * np.asarray(r, dtype=np.float64)
+
+
+# ---------------------------------------------------------------- Loihi fixed point
+# Lava's CUBA LIF in fixed point (lava-nc 0.10.0, lava/proc/lif/models.py; SEMANTICS.md 6):
+#   u <- sign(p) (|p| >> 12) + (a << 6),   p = u (4096 - iDecay)   (netx: du = iDecay - 1,
+#                                                                    Lava adds ds_offset = 1)
+#   v <- sign(q) (|q| >> 12) + u + (bias_mant << 6),   q = v (4096 - vDecay)
+#   spike iff v > vThMant << 6; then v <- 0 (u keeps its value)
+# u wraps and v saturates at 24 bits. Binary input spikes make a the sum of integer weight
+# columns. Everything in one layer shares one scale s: integer weight = s * float weight,
+# vThMant = s * threshold, bias_mant = s * bias; state integer = 64 s * float state.
+
+DECAY_UNITY = 4096
+LOIHI_WEIGHT_MIN, LOIHI_WEIGHT_MAX = -256, 254  # even integers survive netx's bit packing
+LOIHI_VTH_MAX = 2 ** 17 - 1
+LOIHI_BIAS_MAX = 2 ** 12 - 1                    # bias_mant is s13
+LOIHI_STATE_BITS = 24
+
+
+def loihi_decay(fraction) -> np.ndarray:
+    """iDecay / vDecay = round(4096 * fraction), fraction = dt / tau (the part that decays)."""
+    return np.rint(DECAY_UNITY * np.asarray(fraction, dtype=np.float64)).astype(np.int64)
+
+
+def loihi_decay_fraction(decay_int) -> np.ndarray:
+    """Inverse of :func:`loihi_decay`: the fraction that decays per step."""
+    return np.asarray(decay_int, dtype=np.float64) / DECAY_UNITY
+
+
+def loihi_weights(w_eff, scale: float) -> tuple[np.ndarray, float]:
+    """Even integers round(w * scale / 2) * 2 clipped to [-256, 254]; also the clipped share."""
+    raw = np.rint(np.asarray(w_eff, dtype=np.float64) * scale / 2.0) * 2.0
+    clipped = float(np.mean((raw < LOIHI_WEIGHT_MIN) | (raw > LOIHI_WEIGHT_MAX))) if raw.size else 0.0
+    return np.clip(raw, LOIHI_WEIGHT_MIN, LOIHI_WEIGHT_MAX).astype(np.int64), clipped
+
+
+def loihi_threshold(threshold: float, scale: float) -> int:
+    """vThMant = round(threshold * scale)."""
+    return int(np.rint(threshold * scale))

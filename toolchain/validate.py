@@ -22,6 +22,18 @@ def predict(output: np.ndarray) -> np.ndarray:
     return output.sum(0).argmax(-1)
 
 
+def _run_in_batches(target, artifact, x: np.ndarray, batch_size: int) -> Recording:
+    """Run ``x`` through ``target``, in its own batch size; recordings are concatenated."""
+    n = x.shape[1]
+    size = n if target.batch_size is None else min(target.batch_size, batch_size)
+    if size >= n:
+        return target.run(artifact, x)
+    parts = [target.run(artifact, x[:, s:s + size]) for s in range(0, n, size)]
+    first = parts[0]
+    values = {k: np.concatenate([p.values[k] for p in parts], 1) for k in first.values}
+    return Recording(values, first.output, first.spiking, first.dt, delay=dict(first.delay))
+
+
 def validate(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None, targets: list[str],
              batch_size: int = 128, options: dict | None = None) -> dict:
     if len(targets) < 1:
@@ -32,17 +44,19 @@ def validate(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None, targets: 
     correct = {t: 0 for t in targets}
     pairs: dict[tuple[str, str], dict[str, list[int]]] = {}
     spike_totals: dict[str, dict[str, int]] = {t: {} for t in targets}
-    for start in range(0, n, batch_size):
-        xb = x[:, start:start + batch_size]
-        recs: dict[str, Recording] = {}
-        for t, (target, artifact) in compiled.items():
-            recs[t] = target.run(artifact, xb)
-            if y is not None:
-                out = recs[t].aligned(recs[t].output)
-                correct[t] += int((predict(out) == y[start:start + batch_size]).sum())
-            for node in recs[t].spiking:
-                s = recs[t].aligned(node)
-                spike_totals[t][node] = spike_totals[t].get(node, 0) + int(s.sum())
+    # A chunk of samples is what every target sees before the comparison; a target that
+    # wants all samples in one call (Lava: one simulator run) makes the chunk the whole set.
+    chunk = n if any(tg.batch_size is None for tg, _ in compiled.values()) else batch_size
+    for start in range(0, n, chunk):
+        xb = x[:, start:start + chunk]
+        yb = None if y is None else y[start:start + chunk]
+        recs: dict[str, Recording] = {t: _run_in_batches(tg, art, xb, batch_size)
+                                      for t, (tg, art) in compiled.items()}
+        for t, rec in recs.items():
+            if yb is not None:
+                correct[t] += int((predict(rec.aligned(rec.output)) == yb).sum())
+            for node in rec.spiking:
+                spike_totals[t][node] = spike_totals[t].get(node, 0) + int(rec.aligned(node).sum())
         for a, b in combinations(targets, 2):
             ra, rb = recs[a], recs[b]
             for node in ra.spiking:

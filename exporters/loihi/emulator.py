@@ -1,0 +1,72 @@
+"""loihi-emu: a batched emulator of Lava's fixed-point CUBA arithmetic.
+
+It reproduces, bit for bit, what Lava's CPU simulator computes for a netx network written
+by :mod:`exporters.loihi.netx` (``Loihi2SimCfg(select_tag="fixed_pt")``): integer weight
+sums of binary spikes, the current and voltage updates with right shifts toward zero, the
+decay offset of netx (du = iDecay - 1, plus Lava's ds_offset 1), the 24-bit wrap of u and
+saturation of v, the strict threshold on vThMant << 6 and the reset of v to 0
+(:mod:`toolchain.units`). It runs on the model's time axis: Lava's one-step delay per
+Dense (SEMANTICS.md 8) only shifts layer l by l steps, which the Lava target removes
+when it cuts its recording into samples; the pipeline latency is reported separately.
+
+All samples of a batch run at once with numpy int64; state starts at zero for every sample.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from exporters.loihi.quantize import LoihiNetwork
+from toolchain import units
+from toolchain.record import Recording
+
+HALF = 2 ** (units.LOIHI_STATE_BITS - 1)
+
+
+def _decay(x: np.ndarray, decay: int) -> np.ndarray:
+    p = x * (units.DECAY_UNITY - decay)
+    return np.sign(p) * (np.abs(p) >> 12)
+
+
+def _wrap(u: np.ndarray) -> np.ndarray:
+    # Lava: values above 2^23 wrap down, values at or below -2^23 wrap up
+    u = np.where(u > HALF, u - 2 * HALF, u)
+    return np.where(u <= -HALF, u + 2 * HALF, u)
+
+
+def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False) -> Recording:
+    """x (T, B, *input_shape) binary spikes -> Recording of every population's spikes."""
+    x = np.asarray(x)
+    T, B = x.shape[:2]
+    if not np.all((x == 0) | (x == 1)):
+        raise ValueError("the Loihi targets take binary input spikes; use a spiking encoder "
+                         "(rate, latency or delta), not direct analog input")
+    s = x.reshape(T, B, -1).astype(np.int64)
+    values, mems = {}, {}
+    for layer in net.layers:
+        a_ff = s @ layer.weight.T  # (T, B, N): one integer sum per step
+        n = layer.weight.shape[0]
+        u = np.zeros((B, n), np.int64)
+        v = np.zeros((B, n), np.int64)
+        bias = layer.bias_mant.astype(np.int64) << 6
+        vth = np.int64(layer.v_th_mant) << 6
+        out = np.zeros((T, B, n), np.int64)
+        vs = np.zeros((T, B, n), np.int64) if membranes else None
+        prev = np.zeros((B, n), np.int64)
+        for t in range(T):
+            a = a_ff[t]
+            if layer.weight_rec is not None:
+                a = a + prev @ layer.weight_rec.T  # recurrent Dense: previous step's spikes
+            u = _wrap(_decay(u, layer.i_decay) + (a << 6))
+            v = np.clip(_decay(v, layer.v_decay) + u + bias, -HALF + 1, HALF - 1)
+            z = v > vth
+            v = np.where(z, 0, v)
+            out[t] = z
+            prev = out[t]
+            if membranes:
+                vs[t] = v
+        values[layer.name] = out.astype(np.float64)
+        if membranes:
+            mems[layer.name] = vs
+        s = out
+    spiking = [l.name for l in net.layers]
+    return Recording(values, net.output, spiking, net.dt, mems)
