@@ -40,12 +40,20 @@ def _layer_sizes(name: str, sizes) -> list[int]:
 
 @ARCHITECTURES.register("mlp", "fully connected spiking network")
 def build_mlp(input_shape, n_classes, *, hidden=(128,), neuron="lif", bias=True,
-              **neuron_params) -> SpikingSequential:
+              loihi_aware=False, **neuron_params) -> SpikingSequential:
+    """``loihi_aware``: train with the weights the Loihi export will write (models/loihi_aware.py)."""
+    from models.loihi_aware import LoihiQuantLinear
+
+    if not isinstance(loihi_aware, bool):
+        raise ConfigError(f"model.loihi_aware must be true or false, got {loihi_aware!r}",
+                          "write model.loihi_aware: true")
     sizes = [math.prod(input_shape), *_layer_sizes("hidden", hidden), n_classes]
     layers: list[nn.Module] = [nn.Flatten()]
+    thr = float(neuron_params.get("threshold", 1.0))
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out, bias=bias),
-                   make_neuron(neuron, (n_out,), **neuron_params)]
+        linear = (LoihiQuantLinear(n_in, n_out, bias=bias, threshold=thr) if loihi_aware
+                  else nn.Linear(n_in, n_out, bias=bias))
+        layers += [linear, make_neuron(neuron, (n_out,), **neuron_params)]
     return SpikingSequential(layers, input_shape, n_classes)
 
 

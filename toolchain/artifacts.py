@@ -19,6 +19,8 @@ from toolchain.errors import GraphError, SpikeportError
 
 NIR_FILE = "model.nir"
 ONNX_FILE = "model.onnx"
+NETX_FILE = "model.net"
+LOIHI_REPORT_FILE = "loihi_report.json"
 
 
 @dataclass

@@ -105,7 +105,9 @@ def evaluate(
 @user_errors
 def export(
     run: Path = typer.Argument(..., help="run directory written by `spikeport train`"),
-    to: str = typer.Option(..., "--to", help="nir or onnx"),
+    to: str = typer.Option(..., "--to", help="nir, onnx or loihi"),
+    allow_approximation: bool = typer.Option(
+        False, "--allow-approximation", help="allow documented lossy rewrites (recorded in the artifact)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Export a run's model; the artifact is written into the run directory."""
@@ -122,12 +124,32 @@ def export(
         path = run / artifacts.ONNX_FILE
         onnx_target.save(onnx_target.compile(graph, {}), path)
         info = {"artifact": str(path), "format": "onnx"}
+    elif to == "loihi":
+        from exporters.loihi import netx
+        from exporters.loihi.quantize import quantize
+
+        graph, _ = artifacts.export_run_graph(run)
+        net = quantize(graph, allow_approximation=allow_approximation)
+        path = netx.write(net, run / artifacts.NETX_FILE)
+        io.write_json(run / artifacts.LOIHI_REPORT_FILE,
+                      {"layers": net.report(), "approximations": net.approximations})
+        info = {"artifact": str(path), "format": "netx", "report": str(run / artifacts.LOIHI_REPORT_FILE),
+                "layers": net.report(), "approximations": net.approximations}
     else:
-        raise SpikeportError(f"unknown export format {to!r}", "use --to nir or --to onnx")
+        raise SpikeportError(f"unknown export format {to!r}", "use --to nir, onnx or loihi")
     if as_json:
         _print_json(info)
     else:
         typer.echo(f"wrote {info['artifact']}")
+        for layer in info.get("layers", []):
+            typer.echo(f"  {layer['neuron']:<12} {layer['neuron_type']:<8} weights clipped "
+                       f"{100 * layer['weights_clipped_fraction']:.1f} %, weight rms error "
+                       f"{100 * layer['weight_rms_error']:.2f} %, voltage decay "
+                       f"{layer['voltage_decay']['requested']:.6f} -> {layer['voltage_decay']['realised']:.6f}, "
+                       f"threshold {layer['threshold']['requested']:.6g} -> {layer['threshold']['realised']:.6g}; "
+                       f"bias: {layer['bias']}")
+        for note in info.get("approximations", []):
+            typer.echo(f"  approximation: {note}")
 
 
 @app.command()
@@ -210,6 +232,8 @@ def validate(
     targets: str = typer.Option("reference,snntorch,onnx", "--targets", help="comma-separated targets"),
     samples: Optional[int] = typer.Option(None, help="use only the first N test samples"),
     input_file: Optional[Path] = typer.Option(None, "--input", help=".npz with x (T, B, ...) and optional y"),
+    allow_approximation: bool = typer.Option(
+        False, "--allow-approximation", help="let Loihi targets apply documented lossy rewrites"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run the same inputs on several targets: accuracy per target, spike mismatches per pair."""
@@ -220,7 +244,8 @@ def validate(
     if samples is not None and samples < 1:
         raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
     graph, inputs, run_dir = artifacts.resolve(run_or_graph, input_file, samples)
-    result = run_validation(graph, inputs.x, inputs.y, names)
+    result = run_validation(graph, inputs.x, inputs.y, names,
+                            options={"allow_approximation": allow_approximation})
     result["inputs"] = inputs.source
     if run_dir is not None:
         io.write_json(run_dir / "validation.json", result)
@@ -235,6 +260,65 @@ def validate(
                    f"{p['total_spike_bins']} spike bins differ")
         for node, v in p["layers"].items():
             typer.echo(f"      {node:<20} {v['mismatched_spike_bins']} / {v['total_spike_bins']}")
+
+
+@app.command()
+@user_errors
+def bench(
+    run: Path = typer.Option(Path("runs/digits"), "--run", help="a trained run directory"),
+    samples: int = typer.Option(20, help="test samples to run on every side"),
+    out: Optional[Path] = typer.Option(None, "--out", help="also write the figures to this JSON file"),
+):
+    """Time the Loihi emulator against Lava, and one batched Lava run against per-sample runs."""
+    from toolchain import io
+    from toolchain.bench import bench as run_bench
+
+    io.require_run_dir(run)
+    if samples < 1:
+        raise SpikeportError("--samples must be >= 1", "pass a positive number")
+    result = run_bench(run, samples)
+    if out is not None:
+        io.write_json(out, result)
+    _print_json(result)
+
+
+lava_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                       help="Manage the Python 3.10 environment that runs the Lava simulator.")
+app.add_typer(lava_app, name="lava-env")
+
+
+@lava_app.command("install")
+@user_errors
+def lava_install():
+    """Create (or reuse) the Lava environment in the per-user cache (about 4 minutes, 5.6 GB)."""
+    from exporters.lava import env
+
+    path = env.install(progress=lambda line: typer.echo(line, err=True))
+    typer.echo(str(path))
+
+
+@lava_app.command("check")
+@user_errors
+def lava_check(as_json: bool = typer.Option(False, "--json", help="print one JSON object")):
+    """Verify the Lava environment: Python, lava-nc and lava-dl versions, import."""
+    from exporters.lava import env
+
+    status = env.check()
+    if as_json:
+        _print_json(status)
+    else:
+        for k, v in status.items():
+            typer.echo(f"{k:<14} {v}")
+    if not status.get("ok"):
+        raise typer.Exit(1)
+
+
+@lava_app.command("path")
+def lava_path():
+    """Print where the Lava environment lives (whether or not it exists yet)."""
+    from exporters.lava import env
+
+    typer.echo(str(env.env_path()))
 
 
 @app.command("list")

@@ -225,17 +225,18 @@ def run(req: dict) -> dict:
     build_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    recorded = []
-    started = False
+    finished = False
     try:
-        started = True
         net.run(condition=RunSteps(num_steps=total),
                 run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        for sink in sinks:  # read before stop()
-            recorded.append(np.asarray(sink.data.get()))
+        recorded = [np.asarray(sink.data.get()) for sink in sinks]  # read before stop()
+        finished = True
     finally:
-        if started:
+        try:
             net.stop()
+        except Exception:
+            if finished:  # otherwise the run's own error is the one to report
+                raise
     run_seconds = time.perf_counter() - t0
 
     out, layers = {}, []
@@ -281,8 +282,8 @@ def main(argv: list[str]) -> int:
         req = _load_request(Path(argv[1]))
         status_path = Path(req["status"])
         status = run(req)
-    except Exception as exc:  # reported to the bridge, which raises a typed error
-        return _fail(status_path, exc)
+    except (Exception, KeyboardInterrupt) as exc:  # reported to the bridge, which raises
+        return _fail(status_path, exc)               # a typed error (SIGINT on timeout)
     status_path.write_text(json.dumps(status, indent=1))
     return 0
 

@@ -98,6 +98,16 @@ def _refuse(node_name, node, why, fix):
     raise ExportError(f"node {node_name!r} ({type(node).__name__}) {why} for the Loihi target", fix)
 
 
+def _through_identities(program: Program, name: str) -> str:
+    """The first node upstream of ``name`` that is not a subgraph's Input/Output pass-through."""
+    while isinstance(program.nodes[name], (nir.Input, nir.Output)) and name not in program.graph_inputs:
+        srcs = [s for s, rec in program.inputs[name] if not rec]
+        if len(srcs) != 1:
+            break
+        name = srcs[0]
+    return name
+
+
 def _chain(program: Program) -> tuple[list[tuple[str, str, str | None]], set[str]]:
     """[(synapse, neuron, recurrent synapse or None)] in order, and the Flatten nodes."""
     nodes = program.nodes
@@ -114,7 +124,7 @@ def _chain(program: Program) -> tuple[list[tuple[str, str, str | None]], set[str
         if isinstance(node, SYNAPSES):
             continue  # taken with the population it feeds
         if isinstance(node, NEURONS):
-            ff = [s for s, rec in program.inputs[name] if not rec]
+            ff = [_through_identities(program, s) for s, rec in program.inputs[name] if not rec]
             rec = [s for s, r in program.inputs[name] if r]
             if len(ff) != 1 or not isinstance(nodes[ff[0]], SYNAPSES):
                 _refuse(name, node, "is not fed by exactly one Affine/Linear",

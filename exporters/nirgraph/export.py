@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from models.architectures import SumPool2d
+from models.loihi_aware import LoihiQuantLinear
 from toolchain import units
 from toolchain.errors import ExportError
 from toolchain.registry import Registry
@@ -68,6 +69,18 @@ def _linear(m: nn.Linear, name, shape, ctx):
                           "insert an nn.Flatten before the Linear layer")
     w = _np(m.weight).astype(np.float32)
     node = nir.Affine(w, _np(m.bias).astype(np.float32)) if m.bias is not None else nir.Linear(w)
+    return node, (m.out_features,)
+
+
+@handler(LoihiQuantLinear)
+def _loihi_linear(m: LoihiQuantLinear, name, shape, ctx):
+    """Loihi-aware Linear -> Affine/Linear with the projected (Loihi-representable) weights."""
+    if shape != (m.in_features,):
+        raise ExportError(f"module {name!r} (Linear) receives shape {shape}, expects ({m.in_features},)",
+                          "insert an nn.Flatten before the Linear layer")
+    w, b = m.quantized()
+    w = _np(w).astype(np.float32)
+    node = nir.Affine(w, _np(b).astype(np.float32)) if b is not None else nir.Linear(w)
     return node, (m.out_features,)
 
 

@@ -1,0 +1,61 @@
+"""Loihi-aware training: linear layers whose forward pass uses the weights and biases the
+Loihi export will write.
+
+:class:`LoihiQuantLinear` keeps float "shadow" parameters (saved in the checkpoint under the
+usual ``weight`` / ``bias`` keys) and computes with their projection onto Loihi's grid, with
+a straight-through gradient. The projection is the one :mod:`exporters.loihi.quantize`
+applies at export (SEMANTICS.md 7): one scale s per layer, the largest with every weight
+in [-256, 254], the bias within s13 and the threshold of the population it feeds an exact
+integer; weights become even integers / s, biases integers / s. Exported, the layer's NIR
+weights are these projected values, so the float model and the Loihi model use the same
+weights and differ only by the fixed-point state arithmetic.
+
+It assumes unit input gain into the population (true for spikeport's own LIF and CubaLIF
+exports, whose gains are exactly 1) and binary input spikes.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from toolchain import units
+
+
+def loihi_scale(w: torch.Tensor, b: torch.Tensor | None, threshold: float) -> float:
+    """The per-layer scale of :func:`exporters.loihi.quantize.quantize` for these values."""
+    limits = [units.LOIHI_WEIGHT_MAX / float(w.abs().max()) if float(w.abs().max()) > 0 else math.inf,
+              units.LOIHI_VTH_MAX / threshold]
+    if b is not None and float(b.abs().max()) > 0:
+        limits.append(units.LOIHI_BIAS_MAX / float(b.abs().max()))
+    s = min(limits)
+    if not math.isfinite(s):
+        s = 64.0
+    return math.floor(threshold * s) / threshold
+
+
+class LoihiQuantLinear(nn.Linear):
+    """nn.Linear computing with Loihi-representable weights (straight-through gradient)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, threshold: float):
+        super().__init__(in_features, out_features, bias=bias)
+        self.threshold = float(threshold)
+
+    @torch.no_grad()
+    def _projected(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        s = loihi_scale(self.weight, self.bias, self.threshold)
+        w = torch.clamp(torch.round(self.weight * s / 2) * 2,
+                        units.LOIHI_WEIGHT_MIN, units.LOIHI_WEIGHT_MAX) / s
+        b = None if self.bias is None else torch.round(self.bias * s) / s
+        return w, b
+
+    def quantized(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight and bias the export writes."""
+        return self._projected()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        wq, bq = self._projected()
+        w = self.weight + (wq - self.weight).detach()
+        b = None if self.bias is None else self.bias + (bq - self.bias).detach()
+        return nn.functional.linear(x, w, b)
