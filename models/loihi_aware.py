@@ -25,14 +25,12 @@ from toolchain import units
 
 def loihi_scale(w: torch.Tensor, b: torch.Tensor | None, threshold: float) -> float:
     """The per-layer scale of :func:`exporters.loihi.quantize.quantize` for these values."""
-    limits = [units.LOIHI_WEIGHT_MAX / float(w.abs().max()) if float(w.abs().max()) > 0 else math.inf,
+    wmax = float(w.detach().abs().max())
+    limits = [units.LOIHI_WEIGHT_MAX / wmax if wmax > 0 else math.inf,
               units.LOIHI_VTH_MAX / threshold]
-    if b is not None and float(b.abs().max()) > 0:
-        limits.append(units.LOIHI_BIAS_MAX / float(b.abs().max()))
-    s = min(limits)
-    if not math.isfinite(s):
-        s = 64.0
-    return math.floor(threshold * s) / threshold
+    if b is not None and float(b.detach().abs().max()) > 0:
+        limits.append(units.LOIHI_BIAS_MAX / float(b.detach().abs().max()))
+    return units.loihi_layer_scale(limits, threshold)
 
 
 class LoihiQuantLinear(nn.Linear):

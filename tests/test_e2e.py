@@ -19,3 +19,26 @@ def test_default_digits_recipe_trains_to_97_percent_and_evaluates_identically(tm
     assert 0.05 < summary["hidden_usage"] < 0.95, summary  # neither silent nor saturated
     again = runner.invoke(app, ["evaluate", str(out), "--json"])
     assert json.loads(again.stdout) == summary
+
+
+@pytest.mark.slow
+def test_default_digits_run_deploys_to_lava_spike_exact_with_the_emulator(tmp_path):
+    """The README's demo path: train -> export -> validate in the real Lava simulator over
+    the whole test split."""
+    runner = CliRunner()
+    out = tmp_path / "digits"
+    assert runner.invoke(app, ["train", "--recipe", "digits", "--out", str(out)]).exit_code == 0
+    r = runner.invoke(app, ["export", str(out), "--to", "loihi", "--json"])
+    assert r.exit_code == 0, r.output
+    assert (out / "model.net").exists() and (out / "loihi_report.json").exists()
+    r = runner.invoke(app, ["validate", str(out), "--targets", "reference,loihi-emu,lava", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["samples"] == 359
+    pair = {(p["a"], p["b"]): p for p in res["pairs"]}
+    emu_lava = pair[("loihi-emu", "lava")]
+    assert emu_lava["total_spike_bins"] == 359 * 20 * (512 + 10)
+    assert emu_lava["mismatched_spike_bins"] == 0
+    assert res["spikes"]["lava"]["layers_2"] > 0
+    # Loihi-aware training: the deployed network keeps the float model's accuracy
+    assert abs(res["targets"]["lava"] - res["targets"]["reference"]) <= 0.005 + 1e-9, res["targets"]

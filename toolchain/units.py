@@ -131,3 +131,14 @@ def loihi_weights(w_eff, scale: float) -> tuple[np.ndarray, float]:
 def loihi_threshold(threshold: float, scale: float) -> int:
     """vThMant = round(threshold * scale)."""
     return int(np.rint(threshold * scale))
+
+
+def loihi_layer_scale(limits: list[float], threshold: float) -> float:
+    """The per-layer scale: the smallest of the limits (each the largest scale that keeps one
+    quantity in range), lowered so that threshold * scale is an integer. The 1e-6 tolerance
+    makes the choice a fixed point under float32 storage of the projected weights: a layer
+    trained with Loihi-aware weights gets back exactly its own scale at export."""
+    s = min(limits)
+    if not np.isfinite(s):
+        s = 64.0
+    return float(np.floor(threshold * s * (1 + 1e-6)) / threshold)

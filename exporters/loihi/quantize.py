@@ -223,12 +223,7 @@ def quantize(graph: nir.NIRGraph, *, dt: float | None = None,
                   units.LOIHI_BIAS_MAX / np.abs(v_bias).max() if np.any(v_bias) else np.inf]
         if theta <= 0:
             _refuse(neu_name, neu, "has a threshold <= 0", "use a positive threshold")
-        scale = float(min(limits))
-        if not np.isfinite(scale):
-            scale = 64.0
-        # Lower the scale slightly so that the threshold is an exact integer: the threshold
-        # then costs nothing, and the weights lose less than 1/vThMant of their range.
-        scale = np.floor(theta * scale) / theta
+        scale = units.loihi_layer_scale(limits, theta)
         w_int, clipped = units.loihi_weights(w_eff, scale)
         w_rec_int = None
         if w_rec_eff is not None:
