@@ -83,14 +83,51 @@ def test_bias_current_into_cubalif_is_refused_unless_allowed_and_then_recorded()
     assert "steady-state" in " ".join(net.approximations)
 
 
-def test_convolution_is_refused_with_a_clear_message():
-    conv = nir.Conv2d(input_shape=np.array([4, 4]), weight=np.ones((1, 1, 3, 3)), stride=1,
-                      padding=1, dilation=1, groups=1, bias=np.zeros(1))
-    g = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([1, 4, 4])), "c": conv,
-                            "l": lif(1), "output": nir.Output(output_type=np.array([1]))},
-                     edges=[("input", "c"), ("c", "l"), ("l", "output")], metadata={"dt": DT},
-                     type_check=False)
-    with pytest.raises(ExportError, match="'c' \\(Conv2d\\) is not supported yet"):
+def conv_net(rng, pool=None, stride=1, in_shape=(2, 6, 6), ch=3, thr=0.5):
+    """input -> conv [-> pool] -> LIF (C, H, W) -> flatten -> Affine -> LIF."""
+    C, H, W = in_shape
+    conv = nir.Conv2d(input_shape=np.array([H, W]), weight=f32(rng.normal(0, 0.5, (ch, C, 3, 3))),
+                      stride=stride, padding=1, dilation=1, groups=1, bias=f32(rng.normal(0, 0.05, ch)))
+    Ho = (H + 2 - 3) // stride + 1
+    nodes = {"input": nir.Input(input_type=np.array(in_shape)), "conv": conv}
+    edges = [("input", "conv")]
+    prev = "conv"
+    if pool is not None:
+        nodes["pool"] = pool(np.array([2, 2]), np.array([2, 2]), np.array([0, 0]))
+        edges.append(("conv", "pool"))
+        prev, Ho = "pool", Ho // 2
+    n = ch * Ho * Ho
+    nodes["lif1"] = nir.LIF(tau=np.full((ch, Ho, Ho), 1e-3), r=np.full((ch, Ho, Ho), 10.0),
+                            v_leak=np.zeros((ch, Ho, Ho)), v_threshold=np.full((ch, Ho, Ho), thr),
+                            v_reset=np.zeros((ch, Ho, Ho)))
+    nodes["flat"] = nir.Flatten(input_type={"input": np.array([ch, Ho, Ho])}, start_dim=0, end_dim=-1)
+    nodes["fc"] = nir.Affine(f32(rng.normal(0, 0.4, (4, n))), f32(rng.normal(0, 0.05, 4)))
+    nodes["lif2"] = lif(4, thr=0.3)
+    nodes["output"] = nir.Output(output_type=np.array([4]))
+    edges += [(prev, "lif1"), ("lif1", "flat"), ("flat", "fc"), ("fc", "lif2"), ("lif2", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": DT}, type_check=False)
+
+
+@pytest.mark.parametrize("pool", [nir.SumPool2d, nir.AvgPool2d])
+def test_pool_after_conv_folds_into_one_strided_convolution_exactly(pool):
+    """Folding is exact in float: the folded conv reproduces conv -> pool on any input."""
+    from exporters.loihi.quantize import _conv_params
+    from exporters.reference import conv2d
+
+    rng = np.random.default_rng(5)
+    g = conv_net(rng, pool=pool, in_shape=(2, 7, 7))
+    x = rng.normal(size=(3, 2, 7, 7))
+    ref = run_graph(g, x[None]).values["pool"][0]
+    w, b, p, shape = _conv_params("conv", g.nodes["conv"], "pool", g.nodes["pool"], (2, 7, 7))
+    folded = conv2d(x, w, b, p["stride"], p["padding"], p["dilation"], p["groups"])
+    assert folded.shape[1:] == shape == ref.shape[1:]
+    np.testing.assert_allclose(folded, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_pool_that_cannot_be_folded_is_refused():
+    rng = np.random.default_rng(6)
+    g = conv_net(rng, pool=nir.SumPool2d, stride=2, in_shape=(2, 8, 8))
+    with pytest.raises(ExportError, match="cannot be folded"):
         quantize(g)
 
 
@@ -157,6 +194,8 @@ def golden_networks():
         nir.Affine(f32(rng.normal(0, 0.5, (3, 6))), np.zeros(3)), lif(3, thr=0.3, v_leak=0.05), n_in=8), {}
     yield "norse-style recurrent CubaLIF, Affine bias (approximated)", norse_recurrent(rng), \
         {"allow_approximation": True}
+    yield "conv -> sum pool (folded) -> flatten -> dense", conv_net(rng, pool=nir.SumPool2d), {}
+    yield "conv -> avg pool (folded), 1x8x8 input", conv_net(rng, pool=nir.AvgPool2d, in_shape=(1, 8, 8), thr=0.2), {}
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +205,8 @@ def lava_results():
     out = {}
     emu, lava = get_target("loihi-emu"), get_target("lava")
     for name, graph, options in golden_networks():
-        n_in = int(np.atleast_1d(graph.nodes["input"].input_type["input"])[0])
-        x = (rng.random((25, 6, n_in)) < 0.35).astype(float)
+        in_shape = tuple(int(v) for v in np.atleast_1d(graph.nodes["input"].input_type["input"]))
+        x = (rng.random((25, 6, *in_shape)) < 0.35).astype(float)
         out[name] = (emu.run(emu.compile(graph, options), x),
                      lava.run(lava.compile(graph, options), x))
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from exporters.loihi.quantize import LoihiNetwork
+from exporters.reference import conv2d
 from toolchain import units
 from toolchain.record import Recording
 
@@ -40,18 +41,26 @@ def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False) -> Recording:
     if not np.all((x == 0) | (x == 1)):
         raise ValueError("the Loihi targets take binary input spikes; use a spiking encoder "
                          "(rate, latency or delta), not direct analog input")
-    s = x.reshape(T, B, -1).astype(np.int64)
+    s = x.astype(np.int64)  # (T, B, *input_shape)
     values, mems = {}, {}
     for layer in net.layers:
-        a_ff = s @ layer.weight.T  # (T, B, N): one integer sum per step
-        n = layer.weight.shape[0]
-        u = np.zeros((B, n), np.int64)
-        v = np.zeros((B, n), np.int64)
-        bias = layer.bias_mant.astype(np.int64) << 6
+        if layer.conv is not None:
+            c = layer.conv
+            flat_in = s.reshape(T * B, *s.shape[2:])
+            a_ff = conv2d(flat_in, layer.weight, np.zeros(layer.weight.shape[0], np.int64),
+                          c["stride"], c["padding"], c["dilation"], c["groups"])
+            a_ff = np.clip(a_ff, -HALF, HALF - 1).reshape(T, B, *layer.shape)  # Lava's 24-bit a
+            bias = (layer.bias_mant.astype(np.int64) << 6).reshape(-1, 1, 1)
+        else:
+            a_ff = s.reshape(T, B, -1) @ layer.weight.T  # (T, B, N): one integer sum per step
+            bias = layer.bias_mant.astype(np.int64) << 6
+        shape = tuple(layer.shape)
+        u = np.zeros((B, *shape), np.int64)
+        v = np.zeros((B, *shape), np.int64)
         vth = np.int64(layer.v_th_mant) << 6
-        out = np.zeros((T, B, n), np.int64)
-        vs = np.zeros((T, B, n), np.int64) if membranes else None
-        prev = np.zeros((B, n), np.int64)
+        out = np.zeros((T, B, *shape), np.int64)
+        vs = np.zeros((T, B, *shape), np.int64) if membranes else None
+        prev = np.zeros((B, *shape), np.int64)
         for t in range(T):
             a = a_ff[t]
             if layer.weight_rec is not None:

@@ -12,6 +12,13 @@ Layout written (the subset lava-dl 0.6.0's ``netx.hdf5.Network`` loads unmodifie
     /layer/k/bias       (N,) int: bias_mant (netx sets bias_exp = 6)   (only if non-zero)
     /layer/k/neuron     type = "CUBA", iDecay, vDecay, vThMant, refDelay = 1,
                         gradedSpike = False                      (netx: du = iDecay - 1)
+    /layer/k            type = "conv", shape = [C, H, W], weight (O, I, kh, kw) in torch
+                        layout, stride / padding / dilation = [h, w], groups, bias (O,)
+                        channel-wise, neuron as above (netx flips and transposes the kernel
+                        and reverses shapes to Lava's W, H, C order itself)
+    /layer/k            type = "flatten"   between the last conv and the first dense layer
+
+For a network that starts with a convolution the input layer's shape is [C, H, W].
 
 spikeport's own record rides along as root attributes: ``spikeport_format``, ``dt``,
 ``input_shape`` (the model's, before flattening), the NIR node names of each layer, the
@@ -44,11 +51,25 @@ def write(net: LoihiNetwork, path: str | Path) -> Path:
             layers = f.create_group("layer")
             g = layers.create_group("0")
             g["type"] = "input"
-            g["shape"] = np.array([int(np.prod(net.input_shape))], dtype=np.int64)
-            for k, layer in enumerate(net.layers, start=1):
+            first_conv = net.layers[0].conv is not None
+            g["shape"] = np.array(net.input_shape if first_conv else [int(np.prod(net.input_shape))],
+                                  dtype=np.int64)
+            k = 0
+            for i, layer in enumerate(net.layers):
+                if layer.conv is None and i > 0 and net.layers[i - 1].conv is not None:
+                    k += 1  # netx flattens the conv output (WHC) back to torch order for us
+                    layers.create_group(str(k))["type"] = "flatten"
+                k += 1
                 g = layers.create_group(str(k))
-                g["type"] = "dense_rec" if layer.weight_rec is not None else "dense"
-                g["shape"] = np.array([layer.weight.shape[0]], dtype=np.int64)
+                if layer.conv is not None:
+                    g["type"] = "conv"
+                    g["shape"] = np.array(layer.shape, dtype=np.int64)  # (C, H, W): netx reverses
+                    for key in ("stride", "padding", "dilation"):
+                        g[key] = np.array(layer.conv[key], dtype=np.int64)  # (H, W): netx reverses
+                    g["groups"] = int(layer.conv["groups"])
+                else:
+                    g["type"] = "dense_rec" if layer.weight_rec is not None else "dense"
+                    g["shape"] = np.array([layer.weight.shape[0]], dtype=np.int64)
                 g["weight"] = layer.weight.astype(np.int64)
                 if layer.weight_rec is not None:
                     g["weight_rec"] = layer.weight_rec.astype(np.int64)
@@ -81,12 +102,19 @@ def read(path: str | Path) -> LoihiNetwork:
             names = json.loads(f.attrs["layer_names"])
             reports = [LayerReport(**r) for r in json.loads(f.attrs["report"])]
             layers = []
-            for k, (name, syn, rec_syn) in enumerate(names, start=1):
-                g = f["layer"][str(k)]
+            groups = [f["layer"][str(k)] for k in range(1, len(f["layer"]))]
+            groups = [g for g in groups if _str(g["type"]) != "flatten"]
+            for (name, syn, rec_syn), g in zip(names, groups):
                 n = g["neuron"]
                 w = np.asarray(g["weight"], dtype=np.int64)
+                conv = None
+                if _str(g["type"]) == "conv":
+                    conv = {key: tuple(int(v) for v in np.asarray(g[key])) for key in
+                            ("stride", "padding", "dilation")}
+                    conv["groups"] = int(g["groups"][()])
                 layers.append(LoihiLayer(
-                    name=name, synapse=syn, shape=(w.shape[0],), weight=w,
+                    name=name, synapse=syn, shape=tuple(int(v) for v in np.asarray(g["shape"])),
+                    weight=w, conv=conv,
                     i_decay=int(n["iDecay"][()]), v_decay=int(n["vDecay"][()]),
                     v_th_mant=int(n["vThMant"][()]),
                     bias_mant=(np.asarray(g["bias"], dtype=np.int64) if "bias" in g
@@ -94,6 +122,8 @@ def read(path: str | Path) -> LoihiNetwork:
                     weight_rec=(np.asarray(g["weight_rec"], dtype=np.int64)
                                 if _str(g["type"]) == "dense_rec" else None),
                     rec_synapse=rec_syn))
+            for i in range(1, len(layers)):
+                layers[i].flatten_before = layers[i].conv is None and layers[i - 1].conv is not None
             return LoihiNetwork(tuple(int(v) for v in f.attrs["input_shape"]), layers, reports,
                                 float(f.attrs["dt"]), json.loads(f.attrs["approximations"]))
     except GraphError:

@@ -36,6 +36,7 @@ from toolchain import units
 from toolchain.errors import ExportError
 
 SYNAPSES = (nir.Affine, nir.Linear)
+POOLS = (nir.SumPool2d, nir.AvgPool2d)
 NEURONS = (nir.LIF, nir.CubaLIF, nir.IF)
 
 
@@ -67,6 +68,11 @@ class LoihiLayer:
     flatten_before: bool = False
     weight_rec: np.ndarray | None = None   # (out, out) int64
     rec_synapse: str | None = None
+    conv: dict | None = None  # stride, padding, dilation (pairs), groups; weight (O, I, kh, kw)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
 
 
 @dataclass
@@ -92,6 +98,14 @@ def _uniform(name: str, what: str, values) -> float:
                           f"(range {a.min():.6g} .. {a.max():.6g}); Lava's LIF has one value per population",
                           f"train with one {what} per layer, or split the population")
     return float(a[0])
+
+
+def _per_unit(name: str, what: str, values, n: int) -> np.ndarray:
+    """Values per output unit (neuron of a dense layer, channel of a convolution)."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == n:
+        return a.reshape(n).copy()
+    return np.full(n, _uniform(name, what, a))
 
 
 def _refuse(node_name, node, why, fix):
@@ -126,8 +140,16 @@ def _chain(program: Program) -> tuple[list[tuple[str, str, str | None]], set[str
         if isinstance(node, NEURONS):
             ff = [_through_identities(program, s) for s, rec in program.inputs[name] if not rec]
             rec = [s for s, r in program.inputs[name] if r]
-            if len(ff) != 1 or not isinstance(nodes[ff[0]], SYNAPSES):
-                _refuse(name, node, "is not fed by exactly one Affine/Linear",
+            pool = None
+            if len(ff) == 1 and isinstance(nodes[ff[0]], POOLS):
+                pool = ff[0]
+                srcs = [_through_identities(program, s) for s, r in program.inputs[pool] if not r]
+                if len(srcs) != 1 or not isinstance(nodes[srcs[0]], nir.Conv2d):
+                    _refuse(pool, nodes[pool], "does not follow a convolution",
+                            "pool the synaptic current of a Conv2d (conv -> pool -> neurons)")
+                ff = srcs
+            if len(ff) != 1 or not isinstance(nodes[ff[0]], SYNAPSES + (nir.Conv2d,)):
+                _refuse(name, node, "is not fed by exactly one Affine, Linear or Conv2d",
                         "use a chain of synapse -> population layers")
             rec_syn = None
             if rec:
@@ -137,16 +159,70 @@ def _chain(program: Program) -> tuple[list[tuple[str, str, str | None]], set[str
                             "population to itself", "use a single recurrent Affine/Linear")
                 rec_syn = rec[0]
                 consumed.add(rec_syn)
-            layers.append((ff[0], name, rec_syn))
+            layers.append((ff[0], name, rec_syn, pool))
+            consumed.update({ff[0]} | ({pool} if pool else set()))
             continue
-        if isinstance(node, (nir.Conv2d, nir.Conv1d, nir.SumPool2d, nir.AvgPool2d)):
-            _refuse(name, node, "is not supported yet",
-                    "use a fully connected model (conv/pool to netx is planned: issue 4)")
+        if isinstance(node, (nir.Conv2d,) + POOLS):
+            continue  # taken with the population it feeds (checked there)
+        if isinstance(node, nir.Conv1d):
+            _refuse(name, node, "is not supported", "use Conv2d (a 1-d signal as height 1)")
         _refuse(name, node, "has no Loihi equivalent",
                 "use Affine/Linear synapses and LIF, CubaLIF or IF populations")
     if not layers:
         raise ExportError("the graph has no spiking population", "export a spiking network")
     return layers, flattens
+
+
+def _conv_params(name, conv, pool_name, pool, in_shape):
+    """(weight, bias, conv parameters, output shape) of a Conv2d, with a following
+    SumPool2d/AvgPool2d folded in exactly: pooling the current of a stride-1 convolution
+    with a P x P window and stride P equals one convolution with a (k+P-1)-wide kernel
+    K'[m, n] = c * sum_{a,b < P} w[m-a, n-b] (c = 1/P^2 for average, 1 for sum), stride P."""
+    from exporters.reference import _pair
+
+    if len(in_shape) != 3:
+        raise ExportError(f"convolution {name!r} receives shape {in_shape}, expects (C, H, W)",
+                          "feed convolutions an image-shaped input")
+    w = np.asarray(conv.weight, dtype=np.float64)
+    b = np.asarray(conv.bias, dtype=np.float64) if conv.bias is not None else np.zeros(w.shape[0])
+    stride, dil, groups = _pair(conv.stride), _pair(conv.dilation), int(conv.groups)
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            pad = (0, 0)
+        else:
+            th, tw = dil[0] * (w.shape[2] - 1), dil[1] * (w.shape[3] - 1)
+            if th % 2 or tw % 2:
+                raise ExportError(f"convolution {name!r} uses asymmetric 'same' padding",
+                                  "use an odd kernel or explicit padding")
+            pad = (th // 2, tw // 2)
+    else:
+        pad = _pair(conv.padding)
+    if pool is not None:
+        k, ps, pp = _pair(pool.kernel_size), _pair(pool.stride), _pair(pool.padding)
+        if stride != (1, 1) or dil != (1, 1) or ps != k or pp != (0, 0) or k[0] != k[1]:
+            raise ExportError(f"pool {pool_name!r} after convolution {name!r} cannot be folded "
+                              "into one convolution (needs a stride-1, undilated convolution and "
+                              "a square pool with stride = kernel, no padding)",
+                              "use such a pool, or a strided convolution instead of pooling")
+        P = k[0]
+        c = 1.0 / (P * P) if isinstance(pool, nir.AvgPool2d) else 1.0
+        O, I, kh, kw = w.shape
+        folded = np.zeros((O, I, kh + P - 1, kw + P - 1))
+        for a in range(P):
+            for bb in range(P):
+                folded[:, :, a:a + kh, bb:bb + kw] += w
+        w = c * folded
+        b = b * (c * P * P)
+        stride = (P, P)
+    C, H, W = in_shape
+    if w.shape[1] * groups != C:
+        raise ExportError(f"convolution {name!r} expects {w.shape[1] * groups} input channels, "
+                          f"receives {C}", "check the graph's shapes")
+    eh, ew = dil[0] * (w.shape[2] - 1) + 1, dil[1] * (w.shape[3] - 1) + 1
+    Ho = (H + 2 * pad[0] - eh) // stride[0] + 1
+    Wo = (W + 2 * pad[1] - ew) // stride[1] + 1
+    params = {"stride": stride, "padding": pad, "dilation": dil, "groups": groups}
+    return w, b, params, (w.shape[0], Ho, Wo)
 
 
 def quantize(graph: nir.NIRGraph, *, dt: float | None = None,
@@ -158,17 +234,25 @@ def quantize(graph: nir.NIRGraph, *, dt: float | None = None,
     input_shape = tuple(int(v) for v in np.atleast_1d(inp.input_type["input"]))
     approximations: list[str] = []
     out_layers, reports = [], []
-    prev_out = int(np.prod(input_shape))
-    for idx, (syn_name, neu_name, rec_name) in enumerate(layers):
+    prev_shape = input_shape
+    for idx, (syn_name, neu_name, rec_name, pool_name) in enumerate(layers):
         syn, neu = nodes[syn_name], nodes[neu_name]
         if np.any(np.asarray(getattr(neu, "v_reset", 0.0) if neu.v_reset is not None else 0.0) != 0):
             _refuse(neu_name, neu, "resets to a non-zero value", "reset to zero (v_reset = 0)")
         w = np.asarray(syn.weight, dtype=np.float64)
-        b = np.asarray(getattr(syn, "bias", np.zeros(w.shape[0])), dtype=np.float64)
-        if w.shape[1] != prev_out:
-            raise ExportError(f"layer {syn_name!r} takes {w.shape[1]} inputs but receives {prev_out}",
-                              "check the graph's shapes (nir.NIRGraph.infer_types)")
-        n = w.shape[0]
+        b = np.asarray(getattr(syn, "bias", None) if getattr(syn, "bias", None) is not None
+                       else np.zeros(w.shape[0]), dtype=np.float64)
+        conv = None
+        if isinstance(syn, nir.Conv2d):
+            w, b, conv, pop_shape = _conv_params(syn_name, syn, pool_name,
+                                                 nodes.get(pool_name), prev_shape)
+        else:
+            if w.shape[1] != int(np.prod(prev_shape)):
+                raise ExportError(f"layer {syn_name!r} takes {w.shape[1]} inputs but receives "
+                                  f"{int(np.prod(prev_shape))}",
+                                  "check the graph's shapes (nir.NIRGraph.infer_types)")
+            pop_shape = (w.shape[0],)
+        n = w.shape[0]  # populations: neurons; convolutions: channels
         theta = _uniform(neu_name, "threshold", neu.v_threshold)
         notes = []
         if isinstance(neu, nir.CubaLIF):
@@ -176,8 +260,8 @@ def quantize(graph: nir.NIRGraph, *, dt: float | None = None,
                                                             neu.v_leak, neu.w_in, program.dt)
             frac_i = 1.0 - _uniform(neu_name, "tau_syn", d_i)
             frac_v = 1.0 - _uniform(neu_name, "tau_mem", d_v)
-            gain = np.broadcast_to(g_v * g_i, (n,))
-            v_bias = np.broadcast_to(l, (n,)).astype(np.float64)
+            gain = _per_unit(neu_name, "input gain", g_v * g_i, n)
+            v_bias = _per_unit(neu_name, "v_leak", l, n)
             if np.any(b != 0):
                 msg = (f"{syn_name}: Affine bias into CubaLIF {neu_name!r} mapped to its steady-state "
                        "voltage bias g_v*g_i*b/(dt/tau_syn); the onset differs from the float model")
@@ -199,15 +283,15 @@ def quantize(graph: nir.NIRGraph, *, dt: float | None = None,
                 l = np.zeros(n)
                 frac_v = 0.0
             frac_i = 1.0
-            gain = np.broadcast_to(g, (n,)).astype(np.float64)
-            v_bias = np.broadcast_to(l, (n,)) + gain * b  # exact: u carries only this step's input
+            gain = _per_unit(neu_name, "input gain", g, n)
+            v_bias = _per_unit(neu_name, "v_leak", l, n) + gain * b  # exact: u is this step's input
             bias_desc = "Affine bias and v_leak as neuron bias (exact)" if np.any(v_bias) else "none"
         i_decay = int(units.loihi_decay(frac_i))
         v_decay = int(units.loihi_decay(frac_v))
         if v_decay >= units.DECAY_UNITY:
             _refuse(neu_name, neu, "has tau_mem <= dt (vDecay 4096 does not fit 12 bits)",
                     "use a membrane time constant longer than dt")
-        w_eff = gain[:, None] * w
+        w_eff = gain.reshape(-1, *([1] * (w.ndim - 1))) * w
         w_rec_eff = None
         if rec_name is not None:
             rec = nodes[rec_name]
@@ -242,9 +326,10 @@ def quantize(graph: nir.NIRGraph, *, dt: float | None = None,
                            "vDecay": v_decay},
             threshold={"requested": theta, "realised": vth / scale, "vThMant": vth},
             bias=bias_desc, notes=notes)
-        flatten_before = any(s in flattens for s, _ in program.inputs[syn_name])
-        out_layers.append(LoihiLayer(neu_name, syn_name, (n,), w_int, i_decay, v_decay, vth,
-                                     bias_mant, flatten_before, w_rec_int, rec_name))
+        flatten_before = any(_through_identities(program, s) in flattens
+                             for s, _ in program.inputs[syn_name])
+        out_layers.append(LoihiLayer(neu_name, syn_name, tuple(pop_shape), w_int, i_decay, v_decay,
+                                     vth, bias_mant, flatten_before, w_rec_int, rec_name, conv))
         reports.append(report)
-        prev_out = n
+        prev_shape = tuple(pop_shape)
     return LoihiNetwork(input_shape, out_layers, reports, program.dt, approximations)

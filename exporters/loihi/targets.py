@@ -21,7 +21,8 @@ from exporters.loihi.quantize import LoihiNetwork, quantize
 from exporters.targets import Target, register
 from toolchain.record import Recording
 
-SUPPORTED = ["Input", "Output", "Affine", "Linear", "Flatten", "LIF", "CubaLIF", "IF"]
+SUPPORTED = ["Input", "Output", "Affine", "Linear", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten",
+             "LIF", "CubaLIF", "IF"]
 
 
 def _compile_emu(graph: nir.NIRGraph, options: dict | None = None) -> LoihiNetwork:
@@ -56,7 +57,9 @@ def run_lava(artifact: LavaArtifact, x: np.ndarray) -> Recording:
 
     x = np.asarray(x)
     T, B = x.shape[:2]
-    spikes = np.ascontiguousarray(x.reshape(T, B, -1).transpose(1, 0, 2))  # (B, T, N_in)
+    conv_first = artifact.net.layers[0].conv is not None
+    flat = x.reshape(T, B, *(x.shape[2:] if conv_first else (-1,)))
+    spikes = np.ascontiguousarray(np.moveaxis(flat, 0, 1))  # (B, T, *input)
     rec = run_netx(artifact.path, spikes, timeout=artifact.timeout)
     latencies = rec.latencies
     values = {}
@@ -64,7 +67,7 @@ def run_lava(artifact: LavaArtifact, x: np.ndarray) -> Recording:
         arr = rec[f"layer_{i}"]  # (B, W, N)
         c = latencies[i]
         values[layer.name] = np.ascontiguousarray(
-            arr[:, c:c + T].reshape(B, T, -1).transpose(1, 0, 2)).astype(np.float64)
+            np.moveaxis(arr[:, c:c + T].reshape(B, T, *layer.shape), 1, 0)).astype(np.float64)
     out = Recording(values, artifact.net.output, [l.name for l in artifact.net.layers],
                     artifact.net.dt)
     out.pipeline_latency = latencies[-1] if latencies else 0
