@@ -63,6 +63,28 @@ def test_validate_reports_accuracy_per_target_and_mismatches_per_pair(run_dir):
     assert (run_dir / "validation.json").exists()
 
 
+def test_export_loihi_writes_netx_and_the_loss_report(run_dir):
+    r = invoke("export", run_dir, "--to", "loihi", "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["artifact"] == str(run_dir / "model.net")
+    report = json.loads((run_dir / "loihi_report.json").read_text())
+    assert [l["neuron"] for l in report["layers"]] == ["layers_2", "layers_4"]
+    for layer in report["layers"]:
+        assert layer["weights_clipped_fraction"] == 0.0
+        assert layer["voltage_decay"]["vDecay"] == 410 and layer["current_decay"]["iDecay"] == 4096
+    text = invoke("export", run_dir, "--to", "loihi").stdout
+    assert "weight rms error" in text and "threshold 0.3 -> 0.3" in text
+
+
+def test_loihi_targets_refuse_analog_input_in_one_line(run_dir, tmp_path):
+    invoke("export", run_dir, "--to", "nir")
+    np.savez(tmp_path / "analog.npz", x=np.full((3, 2, 1, 8, 8), 0.5))
+    r = invoke("validate", run_dir / "model.nir", "--targets", "reference,loihi-emu",
+               "--input", tmp_path / "analog.npz")
+    assert r.exit_code == 2 and "binary input spikes" in r.stderr and "Traceback" not in r.output
+
+
 def test_run_on_a_graph_with_an_input_file(run_dir, tmp_path):
     invoke("export", run_dir, "--to", "nir")
     x = (np.random.default_rng(0).random((4, 7, 1, 8, 8)) < 0.5).astype(np.float64)

@@ -10,7 +10,7 @@ from exporters.loihi import emulator, netx
 from exporters.loihi.quantize import quantize
 from exporters.reference import run_graph
 from exporters.targets import get_target
-from toolchain.errors import ExportError
+from toolchain.errors import ExportError, GraphError
 
 DT = 1e-4
 
@@ -158,7 +158,7 @@ def test_emulator_is_close_to_the_float_reference():
 
 def test_emulator_refuses_analog_input():
     g = chain(nir.Linear(np.eye(2)), lif(2), n_in=2)
-    with pytest.raises(ValueError, match="binary input spikes"):
+    with pytest.raises(GraphError, match="binary input spikes"):
         emulator.run(quantize(g), np.full((3, 1, 2), 0.5))
 
 

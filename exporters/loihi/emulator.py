@@ -18,6 +18,7 @@ import numpy as np
 from exporters.loihi.quantize import LoihiNetwork
 from exporters.reference import conv2d
 from toolchain import units
+from toolchain.errors import GraphError
 from toolchain.record import Recording
 
 HALF = 2 ** (units.LOIHI_STATE_BITS - 1)
@@ -39,8 +40,8 @@ def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False) -> Recording:
     x = np.asarray(x)
     T, B = x.shape[:2]
     if not np.all((x == 0) | (x == 1)):
-        raise ValueError("the Loihi targets take binary input spikes; use a spiking encoder "
-                         "(rate, latency or delta), not direct analog input")
+        raise GraphError("the Loihi targets take binary input spikes, got analog values",
+                         "use a spiking encoder (rate, latency or delta), not direct analog input")
     s = x.astype(np.int64)  # (T, B, *input_shape)
     values, mems = {}, {}
     for layer in net.layers:
