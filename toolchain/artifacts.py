@@ -56,24 +56,30 @@ def export_run_graph(run_dir: str | Path, write: bool = True) -> tuple[nir.NIRGr
     return graph, path
 
 
-def run_inputs(run_dir: str | Path, samples: int | None = None) -> Inputs:
-    """The run's test split, encoded exactly as `spikeport evaluate` encodes it."""
+def run_inputs(run_dir: str | Path, samples: int | None = None, split: str = "test") -> Inputs:
+    """The run's test split, encoded exactly as `spikeport evaluate` encodes it (or, with
+    ``split="train"``, its training split encoded with a separate calibration seed)."""
     from toolchain.train import EVAL_SEED_OFFSET, build_components
     from toolchain.config import load_run_config
 
     cfg = load_run_config(io.require_run_dir(run_dir))
     c = build_components(cfg)
-    gen = torch.Generator().manual_seed(cfg.train["seed"] + EVAL_SEED_OFFSET)
+    if split not in ("test", "train"):
+        raise SpikeportError(f"unknown split {split!r}", "use 'test' or 'train'")
+    offset = EVAL_SEED_OFFSET if split == "test" else EVAL_SEED_OFFSET + 1
+    gen = torch.Generator().manual_seed(cfg.train["seed"] + offset)
     bs = cfg.train["eval_batch_size"]
-    n = len(c.dataset.y_test) if samples is None else min(samples, len(c.dataset.y_test))
+    x_src = c.dataset.x_test if split == "test" else c.dataset.x_train
+    y_src = c.dataset.y_test if split == "test" else c.dataset.y_train
+    n = len(y_src) if samples is None else min(samples, len(y_src))
     xs = []
-    x_all = torch.from_numpy(c.dataset.x_test)
+    x_all = torch.from_numpy(x_src)
     # Encode batch by batch with the evaluation batch size, so the random stream (rate
     # coding) is consumed exactly as in evaluation and sample i gets the same spikes.
     for start in range(0, n, bs):
         xs.append(c.encoder(x_all[start:start + bs], cfg.time_steps, gen)[:, :n - start])
     x = torch.cat(xs, 1).numpy()
-    return Inputs(x, c.dataset.y_test[:n], f"{cfg.dataset['name']} test split ({n} samples)")
+    return Inputs(x, y_src[:n], f"{cfg.dataset['name']} {split} split ({n} samples)")
 
 
 def npz_inputs(path: str | Path, samples: int | None = None) -> Inputs:

@@ -61,3 +61,41 @@ def bench(run_dir: str | Path, samples: int = 20, per_sample: int | None = None)
         "emulator_equals_lava": agree, "batched_equals_per_sample": same,
         "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
     }
+
+
+def bench_estimator(run_dir: str | Path, target: str, samples: int | None = None,
+                    repeats: int = 3) -> dict:
+    """Estimation (metrics over the recording, no cutoff) against plain inference of the same
+    target on the same inputs; best of ``repeats`` each."""
+    from exporters.graph import build_program
+    from toolchain.estimate.metrics import MetricsAccumulator
+    from toolchain.validate import _run_in_batches
+
+    graph, _ = artifacts.export_run_graph(run_dir, write=False)
+    x = artifacts.run_inputs(run_dir, samples).x
+    tg = get_target(target)
+    art = tg.compile(graph, {})
+    program = build_program(graph)
+    binary = bool(np.all((x == 0) | (x == 1)))
+
+    def plain():
+        _run_in_batches(tg, art, x, 128)
+
+    def with_metrics():
+        acc = MetricsAccumulator(program, binary)
+        for s in range(0, x.shape[1], 128):
+            xb = x[:, s:s + 128]
+            acc.update(_run_in_batches(tg, art, xb, 128), xb)
+        acc.summary()
+
+    def best(fn):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    t_plain, t_est = best(plain), best(with_metrics)
+    return {"target": target, "samples": int(x.shape[1]), "inference_seconds": t_plain,
+            "estimation_seconds": t_est, "estimation_over_inference": t_est / t_plain}

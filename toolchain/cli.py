@@ -282,6 +282,44 @@ def bench(
     _print_json(result)
 
 
+@app.command()
+@user_errors
+def estimate(
+    run_or_graph: Path = typer.Argument(..., help="a run directory or a .nir file"),
+    target: str = typer.Option(..., "--target", help="reference, snntorch, onnx, loihi-emu or lava"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="energy profile name or YAML file "
+                                          "(default: every profile of the target)"),
+    cutoff: str = typer.Option("topk", "--cutoff", help="topk, confidence or none"),
+    epsilon: Optional[float] = typer.Option(None, help="cutoff tolerance (topk 0.0, confidence 0.05)"),
+    samples: Optional[int] = typer.Option(None, help="use only the first N test samples"),
+    input_file: Optional[Path] = typer.Option(None, "--input", help=".npz with x (T, B, ...) and y"),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="write PNG plots into this directory"),
+    allow_approximation: bool = typer.Option(False, "--allow-approximation",
+                                             help="let Loihi targets apply documented lossy rewrites"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+):
+    """Spikes, hidden-neuron usage, synaptic ops, anytime-cutoff latency and energy on a target."""
+    from toolchain.estimator import estimate as run_estimate, format_table
+
+    (name,) = _targets_option(target)
+    if samples is not None and samples < 1:
+        raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
+    result = run_estimate(run_or_graph, name, profile=profile, cutoff=cutoff, epsilon=epsilon,
+                          samples=samples, input_file=input_file,
+                          allow_approximation=allow_approximation)
+    first = result.pop("_first_sample")
+    if plots is not None:
+        from toolchain.plots import write_plots
+
+        result["plots"] = [str(p) for p in write_plots(result, first, plots)]
+    if as_json:
+        _print_json({k: v for k, v in result.items() if k != "metrics"})
+    else:
+        typer.echo(format_table(result))
+        for p in result.get("plots", []):
+            typer.echo(f"plot: {p}")
+
+
 lava_app = typer.Typer(add_completion=False, no_args_is_help=True,
                        help="Manage the Python 3.10 environment that runs the Lava simulator.")
 app.add_typer(lava_app, name="lava-env")

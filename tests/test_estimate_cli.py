@@ -1,0 +1,98 @@
+"""spikeport estimate end to end through typer's runner, and its bad inputs."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from toolchain.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    recipe = Path(__file__).resolve().parent / "fixtures" / "tiny.yaml"
+    out = tmp_path_factory.mktemp("est") / "run"
+    r = invoke("train", "--recipe", recipe, "--out", out, "--set", "model.threshold=0.3",
+               "--set", "train.epochs=3", "--set", "time_steps=8")
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_estimate_json_has_the_documented_fields(run_dir):
+    r = invoke("estimate", run_dir, "--target", "loihi-emu", "--profile", "loihi", "--cutoff", "topk", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    for key in ("spikes_per_sample", "hidden_usage", "synops_per_sample", "energy_per_sample_j", "cutoff"):
+        assert key in res, key
+    for key in ("mean_steps", "p95_steps", "accuracy", "full_accuracy", "T"):
+        assert key in res["cutoff"], key
+    c = res["cutoff"]
+    assert c["T"] == 8 and 1 <= c["mean_steps"] <= 8 and c["p95_steps"] <= 8
+    assert res["spikes_per_sample"] > 0 and 0 < res["hidden_usage"] <= 1
+    assert res["energy_per_sample_j"] > 0 and res["energy_profile"] == "loihi"
+    # thresholds were calibrated on the training split and stored next to the run
+    th = json.loads((run_dir / "cutoff_topk.json").read_text())
+    assert len(th["thresholds"]) == 8 and "train split" in th["calibration_set"]
+    assert (run_dir / "estimate-loihi-emu.json").exists()
+
+
+def test_cutoff_none_counts_every_step_and_cutoff_never_counts_more(run_dir):
+    full = json.loads(invoke("estimate", run_dir, "--target", "reference", "--cutoff", "none",
+                             "--json").stdout)
+    cut = json.loads(invoke("estimate", run_dir, "--target", "reference", "--cutoff", "topk",
+                            "--json").stdout)
+    assert full["cutoff"]["mean_steps"] == 8 and full["cutoff"]["p95_steps"] == 8
+    assert cut["spikes_per_sample"] <= full["spikes_per_sample"]
+    assert cut["synops_per_sample"] <= full["synops_per_sample"]
+    assert full["cutoff"]["accuracy"] == full["cutoff"]["full_accuracy"]
+    # the reference target is charged with the conventional profiles of the target
+    assert set(full["energy"]) == {"cpu", "gpu"}
+
+
+def test_estimate_on_the_float_and_loihi_targets_agree_on_counts_where_spikes_agree(run_dir):
+    a = json.loads(invoke("estimate", run_dir, "--target", "reference", "--cutoff", "none", "--json").stdout)
+    b = json.loads(invoke("estimate", run_dir, "--target", "onnx", "--cutoff", "none", "--json").stdout)
+    assert a["spikes_per_sample"] == b["spikes_per_sample"] and a["synops_per_sample"] == b["synops_per_sample"]
+
+
+def test_plots_are_written(run_dir, tmp_path):
+    r = invoke("estimate", run_dir, "--target", "reference", "--cutoff", "confidence", "--plots", tmp_path)
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert names == ["reference-accuracy-vs-step.png", "reference-energy.png", "reference-raster.png",
+                     "reference-spikes-per-layer.png"]
+    assert all((tmp_path / n).read_bytes()[:4] == b"\x89PNG" for n in names)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "loihi-emu", "--profile", "quantum"], "unknown energy profile 'quantum'"),
+    (["--target", "reference", "--cutoff", "magic"], "unknown cutoff 'magic'"),
+    (["--target", "reference", "--cutoff", "confidence", "--epsilon", "1.5"], "--epsilon must be in"),
+    (["--target", "nowhere"], "unknown target 'nowhere'"),
+])
+def test_bad_estimate_input_is_one_clear_line(run_dir, args, message):
+    r = invoke("estimate", run_dir, *args)
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
+
+
+def test_topk_on_a_bare_graph_is_refused(run_dir, tmp_path):
+    invoke("export", run_dir, "--to", "nir")
+    np.savez(tmp_path / "in.npz", x=np.zeros((8, 2, 1, 8, 8)), y=np.zeros(2, dtype=int))
+    r = invoke("estimate", run_dir / "model.nir", "--target", "reference", "--input", tmp_path / "in.npz")
+    assert r.exit_code == 2 and "calibrated on a run's training split" in r.stderr
+
+
+def test_a_users_profile_file_is_validated(run_dir, tmp_path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("name: mine\ndescription: x\ndevice: event-driven\nconstants:\n"
+                   "  e_synop: {value: -1, unit: pJ, basis: measured, marker: primary, source: me}\n")
+    r = invoke("estimate", run_dir, "--target", "reference", "--profile", bad, "--cutoff", "none")
+    assert r.exit_code == 2 and "mine.yaml" in r.stderr, r.stderr

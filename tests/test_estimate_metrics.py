@@ -1,0 +1,394 @@
+"""toolchain.estimate.metrics: hand-computed counts, conv fan-out, AC/MAC, streaming, NeuroBench."""
+from __future__ import annotations
+
+import json
+
+import nir
+import numpy as np
+import pytest
+
+from exporters.graph import build_program
+from exporters.reference import run_graph
+from toolchain.estimate.metrics import MetricsAccumulator
+from toolchain.record import Recording
+
+DT = 1e-3
+
+
+def _lif(n, thr=1.0):
+    shape = (n,) if isinstance(n, int) else n
+    return nir.LIF(tau=np.full(shape, 0.01), r=np.full(shape, 1.0), v_leak=np.zeros(shape),
+                   v_threshold=np.full(shape, thr))
+
+
+def _graph(nodes, edges, type_check=True):
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": DT}, type_check=type_check)
+
+
+# ---- hand-computed MLP ---------------------------------------------------------------------
+W1 = np.array([[1.0, 0.0, 2.0], [0.0, 0.0, -1.0]])   # non-zeros per input column: 1, 0, 2
+W2 = np.array([[1.0, 1.0], [0.0, 3.0]])              # non-zeros per input column: 1, 2
+
+X = np.zeros((3, 2, 3))
+X[:, 0] = [[1, 1, 0], [0, 0, 1], [1, 0, 1]]
+X[:, 1] = [[0, 0, 0], [0, 1, 0], [1, 1, 1]]
+S1 = np.zeros((3, 2, 2))
+S1[:, 0] = [[1, 0], [0, 0], [1, 1]]
+S1[:, 1] = [[0, 0], [0, 0], [0, 1]]
+S2 = np.zeros((3, 2, 2))
+S2[:, 0] = [[0, 0], [1, 0], [0, 1]]
+
+
+def _mlp_program():
+    g = _graph({"in": nir.Input(input_type=np.array([3])),
+                "a1": nir.Affine(weight=W1, bias=np.array([0.5, 0.0])),
+                "lif1": _lif(2),
+                "a2": nir.Affine(weight=W2, bias=np.zeros(2)),
+                "lif2": _lif(2),
+                "out": nir.Output(output_type=np.array([2]))},
+               [("in", "a1"), ("a1", "lif1"), ("lif1", "a2"), ("a2", "lif2"), ("lif2", "out")])
+    return build_program(g)
+
+
+def _loihi_like_recording():
+    """Only the neuron populations are recorded, as the Loihi targets do."""
+    return Recording({"lif1": S1.copy(), "lif2": S2.copy()}, "lif2", ["lif1", "lif2"], DT)
+
+
+def test_hand_computed_mlp_without_cutoff():
+    acc = MetricsAccumulator(_mlp_program(), input_binary=True)
+    acc.update(_loihi_like_recording(), X)
+    s = acc.summary()
+    json.dumps(s)
+    assert s["samples"] == 2 and s["time_steps"] == 3 and s["mean_exit_step"] == 3
+    l1, l2 = s["layers"]["lif1"], s["layers"]["lif2"]
+    assert l1["hidden"] and not l2["hidden"]
+    assert l1["spikes_per_step"] == [0.5, 0.0, 1.5]
+    assert l1["spikes_per_sample"]["mean"] == 2.0 and l1["spikes_per_sample"]["max"] == 3.0
+    assert l2["spikes_per_step"] == [0.0, 0.5, 0.5]
+    assert l1["firing_rate"] == pytest.approx((3 / 6 + 1 / 6) / 2)
+    assert s["input"]["events_per_step"] == [1.0, 1.0, 2.5]
+    hu = s["hidden_usage"]
+    assert hu["layers"] == ["lif1"] and hu["neurons"] == 2
+    assert hu["mean"] == 0.75 and hu["median"] == 0.75
+    assert hu["histogram"]["counts"] == [0, 0, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert s["activation_sparsity"]["all"] == pytest.approx(1 - 6 / 24)
+    assert s["activation_sparsity"]["hidden"] == pytest.approx(1 - 4 / 12)
+    a1, a2 = s["synops"]["a1"], s["synops"]["a2"]
+    # a1: sample 0 steps 1 + 2 + 3, sample 1 steps 0 + 0 + 3
+    assert a1["effective_per_step"] == [0.5, 1.0, 3.0] and a1["effective_per_sample"] == 4.5
+    assert a2["effective_per_step"] == [0.5, 0.0, 2.5] and a2["effective_per_sample"] == 3.0
+    assert a1["kind"] == a2["kind"] == "AC"
+    assert a1["ac_per_sample"] == 4.5 and a1["mac_per_sample"] == 0.0
+    assert a1["neurobench_ac_per_sample"] == 4.5 and a1["neurobench_mac_per_sample"] == 0.0
+    assert (a1["dense_snn_per_sample"], a2["dense_snn_per_sample"]) == (18.0, 12.0)
+    assert (a1["ann_macs"], a2["ann_macs"], a1["ann_flops"], a2["ann_flops"]) == (6, 4, 14, 10)
+    assert (a1["nonzero_weights"], a1["weights"]) == (3, 6)
+    assert a1["effective_per_synapse"] == 1.5 and a2["effective_per_synapse"] == 1.0
+    t = s["synops_total"]
+    assert t["effective"] == 7.5 and t["ac"] == 7.5 and t["mac"] == 0.0
+    assert t["effective_per_step"] == [1.0, 1.0, 5.5] and t["effective_per_synapse"] == 1.25
+    assert t["dense_snn"] == 30.0 and t["ann_macs"] == 10
+    nu = s["neuron_updates"]
+    assert nu["lif1"]["dense_per_sample"] == 6.0 and nu["lif2"]["dense_per_sample"] == 6.0
+    # lif1 sample 0: {n0}, {n0,n1}, {n0,n1}; sample 1: {}, {} (input 1 has no weights), {n0,n1}
+    assert nu["lif1"]["active_events_per_sample"] == 3.5
+    # lif2 sample 0: {n0}, {n0 (spike, no input)}, {n0,n1}; sample 1: {}, {}, {n0,n1}
+    assert nu["lif2"]["active_events_per_sample"] == 3.0
+    assert nu["lif1"]["active_input_per_sample"] is None  # Affine output not recorded
+    assert s["neuron_updates_total"]["active_input"] is None
+
+
+def test_hand_computed_mlp_with_cutoff():
+    acc = MetricsAccumulator(_mlp_program(), input_binary=True)
+    acc.update(_loihi_like_recording(), X, exit_steps=np.array([2, 1]))
+    s = acc.summary()
+    assert s["mean_exit_step"] == 1.5
+    l1, l2 = s["layers"]["lif1"], s["layers"]["lif2"]
+    assert l1["spikes_per_step"] == [0.5, 0.0, 0.0]
+    assert l1["spikes_per_sample"]["mean"] == 0.5
+    assert l2["spikes_per_step"] == [0.0, 0.5, 0.0]
+    assert l1["firing_rate"] == pytest.approx((1 / 4 + 0) / 2)
+    assert s["hidden_usage"]["mean"] == 0.25 and s["hidden_usage"]["median"] == 0.25
+    assert s["activation_sparsity"]["all"] == pytest.approx(1 - 2 / 12)
+    assert s["activation_sparsity"]["hidden"] == pytest.approx(1 - 1 / 6)
+    assert s["synops"]["a1"]["effective_per_step"] == [0.5, 1.0, 0.0]
+    assert s["synops"]["a1"]["effective_per_sample"] == 1.5
+    assert s["synops"]["a2"]["effective_per_sample"] == 0.5
+    assert s["synops"]["a1"]["dense_snn_per_sample"] == 9.0
+    assert s["neuron_updates"]["lif1"]["dense_per_sample"] == 3.0
+    assert s["neuron_updates"]["lif1"]["active_events_per_sample"] == 1.5
+    assert s["input"]["events_per_sample"] == 1.5  # sample 0: 2 + 1, sample 1: 0
+
+
+def test_full_recording_gives_input_current_updates():
+    prog = _mlp_program()
+    rec = _loihi_like_recording()
+    a1 = X @ W1.T + np.array([0.5, 0.0])
+    rec.values.update({"in": X, "a1": a1, "a2": S1 @ W2.T, "out": S2})
+    acc = MetricsAccumulator(prog, input_binary=True)
+    acc.update(rec, X)
+    nu = acc.summary()["neuron_updates"]
+    # the bias 0.5 makes neuron 0 of lif1 active at every step: 6; neuron 1: x[2] != 0 -> 3
+    assert nu["lif1"]["active_input_per_sample"] == (6 + 3) / 2
+    assert nu["lif2"]["active_input_per_sample"] == 2.5  # (S1 @ W2.T != 0): 3 and 2
+
+
+def test_invalid_exit_steps_and_time_axis():
+    acc = MetricsAccumulator(_mlp_program(), input_binary=True)
+    with pytest.raises(ValueError):
+        acc.update(_loihi_like_recording(), X, exit_steps=np.array([0, 3]))
+    with pytest.raises(ValueError):
+        acc.update(_loihi_like_recording(), X, exit_steps=np.array([4, 3]))
+    acc.update(_loihi_like_recording(), X)
+    with pytest.raises(ValueError):
+        acc.update(_loihi_like_recording(), X[:2])
+
+
+# ---- convolution fan-out -------------------------------------------------------------------
+def _brute_force_conv_ops(x, w, stride, pad, groups, all_ones=False):
+    """Count (non-zero input, non-zero weight) pairs that reach an output, one by one."""
+    B, C, H, W = x.shape
+    O, Cg, kh, kw = w.shape
+    Ho = (H + 2 * pad - kh) // stride + 1
+    Wo = (W + 2 * pad - kw) // stride + 1
+    og = O // groups
+    n = 0
+    for b in range(B):
+        for o in range(O):
+            g = o // og
+            for i in range(Ho):
+                for j in range(Wo):
+                    for c in range(Cg):
+                        for a in range(kh):
+                            for d in range(kw):
+                                r, q = i * stride - pad + a, j * stride - pad + d
+                                if 0 <= r < H and 0 <= q < W:
+                                    xi = 1 if all_ones else x[b, g * Cg + c, r, q] != 0
+                                    wi = 1 if all_ones else w[o, c, a, d] != 0
+                                    n += int(xi and wi)
+    return n
+
+
+@pytest.mark.parametrize("stride,pad,groups", [(1, 1, 1), (2, 1, 2), (2, 0, 1)])
+def test_conv_effective_ops_match_brute_force(stride, pad, groups):
+    rng = np.random.default_rng(stride * 10 + pad + groups)
+    C, O, H, W, k = 2, 4, 5, 6, 3
+    w = rng.normal(size=(O, C // groups, k, k)) * (rng.random((O, C // groups, k, k)) < 0.6)
+    conv = nir.Conv2d(input_shape=(H, W), weight=w, stride=stride, padding=pad, dilation=1,
+                      groups=groups, bias=np.ones(O))
+    Ho, Wo = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
+    g = _graph({"in": nir.Input(input_type=np.array([C, H, W])), "conv": conv,
+                "lif": _lif((O, Ho, Wo)), "out": nir.Output(output_type=np.array([O, Ho, Wo]))},
+               [("in", "conv"), ("conv", "lif"), ("lif", "out")],
+               type_check=groups == 1)  # nir infers C_in = weight.shape[1], wrong for groups
+    T, B = 3, 2
+    x = (rng.random((T, B, C, H, W)) < 0.5).astype(float)
+    x[0, 0] = 1.0  # one all-ones frame: every edge input is non-zero
+    prog = build_program(g)
+    acc = MetricsAccumulator(prog, input_binary=True)
+    acc.update(run_graph(g, x), x)
+    s = acc.summary()["synops"]["conv"]
+    expected = sum(_brute_force_conv_ops(x[t], w, stride, pad, groups) for t in range(T))
+    assert s["effective_per_sample"] * B == expected
+    dense = _brute_force_conv_ops(x[0], w, stride, pad, groups, all_ones=True)  # both samples
+    assert s["dense_snn_per_sample"] == dense / B * T
+    # with padding, edge inputs reach fewer outputs: the dense count is below the nominal
+    # C_in/groups * k^2 per output element (= ann_macs), which counts padded positions
+    if pad:
+        assert dense / B < s["ann_macs"]
+    else:
+        assert dense / B == s["ann_macs"]
+    assert s["fan_in"] == C // groups * k * k and s["outputs"] == O * Ho * Wo
+    assert s["ann_macs"] == C // groups * k * k * O * Ho * Wo
+
+
+# ---- AC vs MAC from the graph --------------------------------------------------------------
+def test_ac_mac_is_decided_from_the_graph():
+    rng = np.random.default_rng(0)
+    C, H, W = 1, 4, 4
+    conv = nir.Conv2d(input_shape=(H, W), weight=rng.normal(size=(2, C, 3, 3)), stride=1,
+                      padding=1, dilation=1, groups=1, bias=np.zeros(2))
+    nodes = {"in": nir.Input(input_type=np.array([C, H, W])), "conv": conv,
+             "lif0": _lif((2, H, W), 0.5),
+             "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                                   padding=np.array([0, 0])),
+             "flat": nir.Flatten(input_type={"input": np.array([2, 2, 2])}, start_dim=0,
+                                 end_dim=-1),
+             "fc_pool": nir.Linear(weight=rng.normal(size=(5, 8))),  # pooled spikes -> MAC
+             "lifa": _lif(5, 0.5),
+             "fc_a": nir.Linear(weight=rng.normal(size=(3, 5))),  # spikes -> AC
+             "fc_b": nir.Linear(weight=rng.normal(size=(5, 5))),
+             "lifb": _lif(5, 0.5),
+             "fc_res": nir.Linear(weight=rng.normal(size=(3, 5))),  # lifa + lifb summed -> MAC
+             "lifc": _lif(3, 0.5),
+             "out": nir.Output(output_type=np.array([3]))}
+    edges = [("in", "conv"), ("conv", "lif0"), ("lif0", "pool"), ("pool", "flat"),
+             ("flat", "fc_pool"), ("fc_pool", "lifa"), ("lifa", "fc_b"), ("fc_b", "lifb"),
+             ("lifb", "fc_res"), ("lifa", "fc_res"), ("fc_res", "lifc"), ("lifc", "out"),
+             ("lifa", "fc_a"), ("fc_a", "lifc")]
+    g = _graph(nodes, edges)
+    prog = build_program(g)
+    x = (rng.random((4, 3, C, H, W)) < 0.6).astype(float)
+    rec = run_graph(g, x)
+    kinds = {}
+    for binary in (True, False):
+        acc = MetricsAccumulator(prog, input_binary=binary)
+        acc.update(rec, x)
+        s = acc.summary()["synops"]
+        kinds[binary] = {c: r["kind"] for c, r in s.items()}
+        # NeuroBench's value-based split: the input is binary, so conv is AC by value
+        assert s["conv"]["neurobench_mac_per_sample"] == 0.0
+    assert kinds[True] == {"conv": "AC", "fc_pool": "MAC", "fc_a": "AC", "fc_b": "AC",
+                           "fc_res": "MAC"}
+    assert kinds[False]["conv"] == "MAC"
+    t = acc.summary()["synops_total"]
+    assert t["ac"] + t["mac"] == pytest.approx(t["effective"])
+    assert t["neurobench_ac"] + t["neurobench_mac"] == pytest.approx(t["effective"])
+
+    # the pooled input and the Flatten are recomputed when only populations are recorded
+    spk = {n: rec.values[n] for n in rec.spiking}
+    thin = Recording(spk, rec.output, list(rec.spiking), rec.dt)
+    a, b = MetricsAccumulator(prog, True), MetricsAccumulator(prog, True)
+    a.update(rec, x)
+    b.update(thin, x)
+    sa, sb = a.summary(), b.summary()
+    assert sb["synops"] == sa["synops"]
+    assert sb["neuron_updates_total"]["active_events"] == sa["neuron_updates_total"]["active_events"]
+    assert sb["neuron_updates_total"]["active_input"] is None
+    assert sa["neuron_updates_total"]["active_input"] is not None
+
+
+def test_analog_input_is_mac_by_graph_and_by_value():
+    prog = _mlp_program()
+    x = X * 0.5
+    acc = MetricsAccumulator(prog, input_binary=False)
+    acc.update(_loihi_like_recording(), x)
+    a1 = acc.summary()["synops"]["a1"]
+    assert a1["kind"] == "MAC" and a1["mac_per_sample"] == 4.5
+    # steps where the input is all zero count as "binary" for NeuroBench but carry no ops
+    assert a1["neurobench_mac_per_sample"] == 4.5 and a1["neurobench_ac_per_sample"] == 0.0
+
+
+# ---- streaming -----------------------------------------------------------------------------
+def test_two_batches_equal_one_batch():
+    rng = np.random.default_rng(3)
+    g = _graph({"in": nir.Input(input_type=np.array([6])),
+                "a1": nir.Affine(weight=rng.normal(size=(8, 6)) * (rng.random((8, 6)) < 0.7),
+                                 bias=np.zeros(8)),
+                "lif1": _lif(8, 0.3),
+                "a2": nir.Affine(weight=rng.normal(size=(3, 8)), bias=np.zeros(3)),
+                "lif2": _lif(3, 0.3),
+                "out": nir.Output(output_type=np.array([3]))},
+               [("in", "a1"), ("a1", "lif1"), ("lif1", "a2"), ("a2", "lif2"), ("lif2", "out")])
+    prog = build_program(g)
+    x = (rng.random((7, 10, 6)) < 0.5).astype(float)
+    ts = rng.integers(1, 8, size=10)
+    whole = MetricsAccumulator(prog, True)
+    whole.update(run_graph(g, x), x, ts)
+    parts = MetricsAccumulator(prog, True)
+    for sl in (slice(0, 4), slice(4, 10)):
+        parts.update(run_graph(g, x[:, sl]), x[:, sl], ts[sl])
+    a, b = whole.summary(), parts.summary()
+    assert a["synops_total"]["effective"] > 0 and a["spikes_per_sample"] > 0
+
+    def close(u, v):
+        if isinstance(u, dict):
+            assert u.keys() == v.keys()
+            for k in u:
+                close(u[k], v[k])
+        elif isinstance(u, list):
+            assert len(u) == len(v)
+            for p, q in zip(u, v):
+                close(p, q)
+        elif isinstance(u, float):
+            assert u == pytest.approx(v, rel=1e-12, abs=1e-12)
+        else:
+            assert u == v
+    close(a, b)
+
+
+# ---- NeuroBench cross-check ----------------------------------------------------------------
+def test_neurobench_cross_check():
+    # neurobench is installed by `make setup` (--no-deps); a missing install must fail here,
+    # not skip, or the cross-check would silently stop running.
+    import torch
+    from neurobench.benchmarks import Benchmark
+    from neurobench.metrics.workload import ActivationSparsity, SynapticOperations
+    from neurobench.models import SNNTorchModel
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from exporters.nirgraph.export import export_model
+    from models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), 10, hidden=[32], threshold=0.5)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(4.0)
+                m.weight[m.weight.abs() < 0.1] = 0.0  # some zero weights
+    model.eval()
+    T, B = 12, 16
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.rand(T, B, 1, 8, 8, generator=gen) < 0.3).double()
+
+    class Wrapped(torch.nn.Module):  # NeuroBench passes (batch, T, ...)
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, data):
+            return self.net(data.transpose(0, 1))  # (T, B, C); SNNTorchModel transposes back
+
+    net = Wrapped(model.double())
+    loader = DataLoader(TensorDataset(x.transpose(0, 1), torch.zeros(B)), batch_size=B)
+    bench = Benchmark(SNNTorchModel(net, custom_forward=True), loader, [], [],
+                      [[], [SynapticOperations, ActivationSparsity]])
+    res = bench.run(quiet=True)
+    nb_ops = res["SynapticOperations"]
+    nb_sparsity = res["ActivationSparsity"]
+    assert nb_ops["Effective_ACs"] > 0 and 0 < nb_sparsity < 1  # not a swallowed error
+
+    graph = export_model(model.float(), (1, 8, 8))
+    prog = build_program(graph)
+    acc = MetricsAccumulator(prog, input_binary=True)
+    xn = x.numpy()
+    acc.update(run_graph(graph, xn), xn)
+    s = acc.summary()
+    t = s["synops_total"]
+    ours_eff = t["effective"]
+    theirs_eff = nb_ops["Effective_ACs"] + nb_ops["Effective_MACs"]
+    rel_eff = abs(ours_eff - theirs_eff) / theirs_eff
+    rel_dense = abs(t["dense_snn"] - nb_ops["Dense"]) / nb_ops["Dense"]
+    rel_sp = abs(s["activation_sparsity"]["all"] - nb_sparsity) / nb_sparsity
+    print(f"\nNeuroBench cross-check: effective ours {ours_eff:.2f} vs {theirs_eff:.2f} "
+          f"(rel {rel_eff:.2e}); dense {t['dense_snn']:.1f} vs {nb_ops['Dense']:.1f} "
+          f"(rel {rel_dense:.2e}); sparsity {s['activation_sparsity']['all']:.6f} vs "
+          f"{nb_sparsity:.6f} (rel {rel_sp:.2e}); NB ACs {nb_ops['Effective_ACs']:.2f} "
+          f"MACs {nb_ops['Effective_MACs']:.2f}; ours AC {t['ac']:.2f} MAC {t['mac']:.2f}")
+    assert rel_eff < 0.01 and rel_dense < 0.01 and rel_sp < 0.01
+
+
+def test_recurrent_weights_are_counted():
+    rng = np.random.default_rng(5)
+    w_in = rng.normal(size=(4, 3))
+    w_rec = rng.normal(size=(4, 4)) * (rng.random((4, 4)) < 0.5)
+    g = _graph({"in": nir.Input(input_type=np.array([3])),
+                "a_in": nir.Linear(weight=w_in), "lif": _lif(4, 0.2),
+                "a_rec": nir.Linear(weight=w_rec),
+                "out": nir.Output(output_type=np.array([4]))},
+               [("in", "a_in"), ("a_in", "lif"), ("lif", "a_rec"), ("a_rec", "lif"),
+                ("lif", "out")])
+    prog = build_program(g)
+    assert prog.recurrent_edges() == [("a_rec", "lif")]
+    x = (rng.random((6, 5, 3)) < 0.5).astype(float)
+    rec = run_graph(g, x)
+    acc = MetricsAccumulator(prog, True)
+    acc.update(rec, x)
+    s = acc.summary()["synops"]["a_rec"]
+    spikes = rec.values["lif"]
+    assert spikes.sum() > 0
+    expected = float(((spikes != 0) @ (w_rec != 0).sum(0)).sum()) / 5
+    assert s["kind"] == "AC" and s["effective_per_sample"] == pytest.approx(expected)
+    assert s["dense_snn_per_sample"] == 16 * 6

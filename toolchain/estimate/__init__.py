@@ -1,0 +1,1 @@
+"""Sparsity / synaptic-operation / energy estimation from a target's Recording (ENERGY.md)."""
