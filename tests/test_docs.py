@@ -1,6 +1,7 @@
 from pathlib import Path
 
-from toolchain.catalog import BEGIN, END, MATRIX_BEGIN, markdown, support_matrix
+from toolchain.catalog import (BEGIN, END, MATRIX_BEGIN, PROFILES_BEGIN, markdown, profiles_table,
+                               support_matrix)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,3 +26,10 @@ def test_targets_doc_support_matrix_is_generated_from_the_registries():
     start = text.index(MATRIX_BEGIN)
     block = text[start:text.index(END, start) + len(END)]
     assert block == support_matrix(), "docs/targets.md is stale: run .venv/bin/python -m toolchain.catalog"
+
+
+def test_energy_doc_lists_every_profile_constant_with_its_source():
+    text = (ROOT / "docs" / "energy.md").read_text()
+    start = text.index(PROFILES_BEGIN)
+    block = text[start:text.index(END, start) + len(END)]
+    assert block == profiles_table(), "docs/energy.md is stale: run .venv/bin/python -m toolchain.catalog"

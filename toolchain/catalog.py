@@ -67,6 +67,29 @@ def support_matrix() -> str:
     return "\n".join(lines)
 
 
+PROFILES_BEGIN = "<!-- BEGIN GENERATED: energy profiles (python -m toolchain.catalog) -->"
+
+
+def profiles_table() -> str:
+    """Every constant of every shipped energy profile with its marker and source."""
+    from toolchain.estimate.energy import list_profiles, load_profile
+
+    lines = [PROFILES_BEGIN, ""]
+    for name in list_profiles():
+        p = load_profile(name)
+        lines += [f"**{name}** ({p.device}): {p.description}", "",
+                  "| constant | value | basis | marker | source |", "|---|---|---|---|---|"]
+        for cname, c in p.constants.items():
+            d = c.as_dict()
+            lines.append(f"| `{cname}` | {d['value']:g} {d['unit']} | {d['basis']} | {d['marker']} | "
+                         f"{d['source'].replace('|', '/')} |")
+        for note in p.notes:
+            lines.append(f"\n- {note}")
+        lines.append("")
+    lines.append(END)
+    return "\n".join(lines)
+
+
 def update_doc(path, begin: str = BEGIN, render=None) -> bool:
     """Rewrite the generated block of ``path``; True if it changed."""
     from pathlib import Path
@@ -87,6 +110,7 @@ if __name__ == "__main__":
 
     docs = Path(__file__).resolve().parent.parent / "docs"
     for doc, begin, render in ((docs / "cli.md", BEGIN, markdown),
-                               (docs / "targets.md", MATRIX_BEGIN, support_matrix)):
+                               (docs / "targets.md", MATRIX_BEGIN, support_matrix),
+                               (docs / "energy.md", PROFILES_BEGIN, profiles_table)):
         changed = update_doc(doc, begin, render)
         print(f"{doc}: {'updated' if changed else 'up to date'}", file=sys.stderr)

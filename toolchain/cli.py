@@ -269,14 +269,18 @@ def bench(
     samples: int = typer.Option(20, help="test samples to run on every side"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write the figures to this JSON file"),
 ):
-    """Time the Loihi emulator against Lava, and one batched Lava run against per-sample runs."""
+    """Time the Loihi emulator against Lava, one batched Lava run against per-sample runs, and
+    estimation against plain inference."""
     from toolchain import io
     from toolchain.bench import bench as run_bench
 
     io.require_run_dir(run)
     if samples < 1:
         raise SpikeportError("--samples must be >= 1", "pass a positive number")
+    from toolchain.bench import bench_estimator
+
     result = run_bench(run, samples)
+    result["estimator"] = [bench_estimator(run, t) for t in ("reference", "onnx", "loihi-emu")]
     if out is not None:
         io.write_json(out, result)
     _print_json(result)
