@@ -184,3 +184,18 @@ def _per_step_integrators(nodes: dict, dt: float) -> dict:
             new.r = np.asarray(node.r, dtype=np.float64) / dt
             out[name] = new
     return out
+
+
+def summed_input(program: Program, name: str, cur: dict, prev: dict):
+    """The input of ``name`` at this step: the sum of its incoming edges, in edge order;
+    a cycle-closing edge delivers the source's previous-step value (absent at the first step).
+    Every target sums in this same order, so element-wise results match bit for bit."""
+    terms = [prev.get(s) if recurrent else cur[s] for s, recurrent in program.inputs[name]]
+    terms = [a for a in terms if a is not None]
+    if not terms:
+        raise GraphError(f"node {name!r} has no input at the first step",
+                         "give every node a path from the graph input")
+    out = terms[0]
+    for a in terms[1:]:
+        out = out + a
+    return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 import nir
 import numpy as np
 
-from exporters.graph import Program, build_program
+from exporters.graph import Program, build_program, summed_input
 from toolchain import units
 from toolchain.errors import GraphError
 from toolchain.record import Recording
@@ -352,22 +352,7 @@ def simulate(program: Program, x: np.ndarray, membranes: bool = False) -> Record
     for t in range(T):
         cur: dict[str, np.ndarray] = {}
         for name in program.order:
-            if name == src:
-                inp = x[t]
-            else:
-                terms = []
-                for s, recurrent in program.inputs[name]:
-                    if recurrent:
-                        terms.append(prev.get(s))
-                    else:
-                        terms.append(cur[s])
-                known = [a for a in terms if a is not None]
-                if not known:
-                    raise GraphError(f"node {name!r} has no input at the first step",
-                                     "give every node a path from the graph input")
-                inp = known[0]
-                for a in known[1:]:
-                    inp = inp + a
+            inp = x[t] if name == src else summed_input(program, name, cur, prev)
             k = kernels[name]
             if name not in state:
                 state[name] = k.init(inp)

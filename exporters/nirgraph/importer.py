@@ -20,7 +20,7 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from exporters.graph import Program, build_program
+from exporters.graph import Program, build_program, summed_input
 from models.architectures import SumPool2d
 from toolchain import units
 from toolchain.errors import GraphError
@@ -402,17 +402,7 @@ class NIRModule(nn.Module):
         for t in range(x.shape[0]):
             cur = {}
             for name in p.order:
-                if name == src:
-                    inp = x[t]
-                else:
-                    terms = [prev.get(s) if rec else cur[s] for s, rec in p.inputs[name]]
-                    terms = [a for a in terms if a is not None]
-                    if not terms:
-                        raise GraphError(f"node {name!r} has no input at the first step",
-                                         "give every node a path from the graph input")
-                    inp = terms[0]
-                    for a in terms[1:]:
-                        inp = inp + a
+                inp = x[t] if name == src else summed_input(p, name, cur, prev)
                 m = self.node(name)
                 if isinstance(m, Stateful):
                     if name not in states:
