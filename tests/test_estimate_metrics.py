@@ -309,7 +309,11 @@ def test_two_batches_equal_one_batch():
 
 
 # ---- NeuroBench cross-check ----------------------------------------------------------------
-def test_neurobench_cross_check():
+@pytest.mark.parametrize("arch, kw", [
+    ("mlp", {"hidden": [32]}),
+    ("conv", {"channels": [4, 6], "pool": "avg", "dense": [12]}),
+])
+def test_neurobench_cross_check(arch, kw):
     # neurobench is installed by `make setup` (--no-deps); a missing install must fail here,
     # not skip, or the cross-check would silently stop running.
     import torch
@@ -322,10 +326,10 @@ def test_neurobench_cross_check():
     from models import build_model
 
     torch.manual_seed(0)
-    model = build_model("mlp", (1, 8, 8), 10, hidden=[32], threshold=0.5)
+    model = build_model(arch, (1, 8, 8), 10, threshold=0.5, **kw)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, torch.nn.Linear):
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
                 m.weight.mul_(4.0)
                 m.weight[m.weight.abs() < 0.1] = 0.0  # some zero weights
     model.eval()
