@@ -186,6 +186,12 @@ def _per_step_integrators(nodes: dict, dt: float) -> dict:
     return out
 
 
+def pair(v) -> tuple[int, int]:
+    """A NIR int-or-pair parameter (kernel, stride, padding, dilation) as (h, w)."""
+    v = np.atleast_1d(np.asarray(v)).astype(int)
+    return (int(v[0]), int(v[-1])) if v.size <= 2 else (int(v[0]), int(v[1]))
+
+
 def summed_input(program: Program, name: str, cur: dict, prev: dict):
     """The input of ``name`` at this step: the sum of its incoming edges, in edge order;
     a cycle-closing edge delivers the source's previous-step value (absent at the first step).

@@ -49,8 +49,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from exporters.graph import SPIKING, Program, build_program
-from exporters.reference import _pair
+from exporters.graph import SPIKING, Program, build_program, pair
 from toolchain import units
 from toolchain.errors import GraphError
 from toolchain.io import atomic_write
@@ -334,9 +333,9 @@ class Conv2d:
     @staticmethod
     def build(c: Ctx, node, x, shape):
         w = _arr(node.weight)
-        padding = node.padding if isinstance(node.padding, str) else _pair(node.padding)
-        return _conv2d(c, x, shape, w, _arr(node.bias), _pair(node.stride), padding,
-                       _pair(node.dilation), int(node.groups))
+        padding = node.padding if isinstance(node.padding, str) else pair(node.padding)
+        return _conv2d(c, x, shape, w, _arr(node.bias), pair(node.stride), padding,
+                       pair(node.dilation), int(node.groups))
 
 
 @builder(nir.Conv1d)
@@ -364,7 +363,7 @@ class Pool2d:
 
     @staticmethod
     def build(c: Ctx, node, x, shape):
-        k, s, p = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+        k, s, p = pair(node.kernel_size), pair(node.stride), pair(node.padding)
         if len(shape) != 3:
             raise GraphError(f"node {c.name!r}: pooling needs input (C, H, W), got {shape}",
                              "feed it an image-shaped input")

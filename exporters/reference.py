@@ -13,7 +13,7 @@ from __future__ import annotations
 import nir
 import numpy as np
 
-from exporters.graph import Program, build_program, summed_input
+from exporters.graph import Program, build_program, pair, summed_input
 from toolchain import units
 from toolchain.errors import GraphError
 from toolchain.record import Recording
@@ -88,11 +88,6 @@ class Scale(Kernel):
         return x * self.s, state
 
 
-def _pair(v):
-    v = np.atleast_1d(np.asarray(v)).astype(int)
-    return (int(v[0]), int(v[-1])) if v.size <= 2 else tuple(int(a) for a in v[:2])
-
-
 def conv2d(x, w, b, stride, padding, dilation, groups):
     """Cross-correlation as in torch, float64. x (B, C, H, W), w (O, C/groups, kh, kw)."""
     B, C, H, W = x.shape
@@ -127,8 +122,8 @@ class Conv2d(Kernel):
 
     def __init__(self, node, dt):
         self.w, self.b = _arr(node.weight), _arr(node.bias)
-        self.stride, self.dilation = _pair(node.stride), _pair(node.dilation)
-        self.padding = node.padding if isinstance(node.padding, str) else _pair(node.padding)
+        self.stride, self.dilation = pair(node.stride), pair(node.dilation)
+        self.padding = node.padding if isinstance(node.padding, str) else pair(node.padding)
         self.groups = int(node.groups)
 
     def step(self, x, state):
@@ -158,7 +153,7 @@ class Pool2d(Kernel):
     """sum or average over k x k windows (zero padding counted)"""
 
     def __init__(self, node, dt):
-        self.k, self.s, self.p = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+        self.k, self.s, self.p = pair(node.kernel_size), pair(node.stride), pair(node.padding)
         self.avg = isinstance(node, nir.AvgPool2d)
 
     def step(self, x, state):

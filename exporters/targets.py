@@ -61,8 +61,4 @@ def _load_builtin_targets() -> None:
 
     for module in ("exporters.reference", "exporters.nirgraph.importer", "exporters.onnx_target",
                    "exporters.loihi.targets"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:  # a missing dependency inside the module is a real error
-                raise
+        importlib.import_module(module)

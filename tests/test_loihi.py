@@ -1,6 +1,5 @@
 """Loihi target: quantisation by hand, refusals, netx round trip, and the emulator against
 the real Lava simulator (no mocks) on golden networks and on a trained model."""
-import json
 
 import nir
 import numpy as np

@@ -259,7 +259,7 @@ def test_if_with_gain_other_than_one_over_dt():
     r = np.full(n, 2345.0)  # g = dt * r = 0.2345, not 1
     g = chain([7], nir.Affine(weights((n, 7), 61), weights(n, 62, 0.1)),
               nir.IF(r=r, v_threshold=np.full(n, 0.9), v_reset=np.full(n, -0.125)))
-    got = compare(g, binary((40, 3, 7), p=0.5))
+    compare(g, binary((40, 3, 7), p=0.5))
     assert units.if_gain(r, DT)[0] != 1.0
 
 

@@ -14,12 +14,10 @@ stochastic encoder (rate) is repeatable and ``spikeport evaluate`` reproduces
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from tqdm import tqdm
 

@@ -94,6 +94,11 @@ def if_gain(r, dt: float) -> np.ndarray:
     return dt * np.asarray(r, dtype=np.float64)
 
 
+def if_unit_r(dt: float, shape) -> np.ndarray:
+    """Inverse of :func:`if_gain` for g = 1: r with dt * r == 1 exactly where possible."""
+    return _nudge(np.full(shape, 1.0 / dt), np.ones(shape), lambda r: if_gain(r, dt))
+
+
 # ---------------------------------------------------------------- Loihi fixed point
 # Lava's CUBA LIF in fixed point (lava-nc 0.10.0, lava/proc/lif/models.py; SEMANTICS.md 6):
 #   u <- sign(p) (|p| >> 12) + (a << 6),   p = u (4096 - iDecay)   (netx: du = iDecay - 1,

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 import nir
 import numpy as np
 
-from exporters.graph import Program, build_program
+from exporters.graph import Program, build_program, pair
 from toolchain import units
 from toolchain.errors import ExportError
 
@@ -178,14 +178,12 @@ def _conv_params(name, conv, pool_name, pool, in_shape):
     SumPool2d/AvgPool2d folded in exactly: pooling the current of a stride-1 convolution
     with a P x P window and stride P equals one convolution with a (k+P-1)-wide kernel
     K'[m, n] = c * sum_{a,b < P} w[m-a, n-b] (c = 1/P^2 for average, 1 for sum), stride P."""
-    from exporters.reference import _pair
-
     if len(in_shape) != 3:
         raise ExportError(f"convolution {name!r} receives shape {in_shape}, expects (C, H, W)",
                           "feed convolutions an image-shaped input")
     w = np.asarray(conv.weight, dtype=np.float64)
     b = np.asarray(conv.bias, dtype=np.float64) if conv.bias is not None else np.zeros(w.shape[0])
-    stride, dil, groups = _pair(conv.stride), _pair(conv.dilation), int(conv.groups)
+    stride, dil, groups = pair(conv.stride), pair(conv.dilation), int(conv.groups)
     if isinstance(conv.padding, str):
         if conv.padding == "valid":
             pad = (0, 0)
@@ -196,9 +194,9 @@ def _conv_params(name, conv, pool_name, pool, in_shape):
                                   "use an odd kernel or explicit padding")
             pad = (th // 2, tw // 2)
     else:
-        pad = _pair(conv.padding)
+        pad = pair(conv.padding)
     if pool is not None:
-        k, ps, pp = _pair(pool.kernel_size), _pair(pool.stride), _pair(pool.padding)
+        k, ps, pp = pair(pool.kernel_size), pair(pool.stride), pair(pool.padding)
         if stride != (1, 1) or dil != (1, 1) or ps != k or pp != (0, 0) or k[0] != k[1]:
             raise ExportError(f"pool {pool_name!r} after convolution {name!r} cannot be folded "
                               "into one convolution (needs a stride-1, undilated convolution and "

@@ -61,24 +61,14 @@ def handler(*types):
     return deco
 
 
-@handler(nn.Linear)
+@handler(nn.Linear, LoihiQuantLinear)
 def _linear(m: nn.Linear, name, shape, ctx):
-    """nn.Linear -> Affine (with bias) or Linear (without)."""
+    """nn.Linear -> Affine (with bias) or Linear (without); a Loihi-aware Linear exports
+    the projected (Loihi-representable) weights it computes with."""
     if shape != (m.in_features,):
         raise ExportError(f"module {name!r} (Linear) receives shape {shape}, expects ({m.in_features},)",
                           "insert an nn.Flatten before the Linear layer")
-    w = _np(m.weight).astype(np.float32)
-    node = nir.Affine(w, _np(m.bias).astype(np.float32)) if m.bias is not None else nir.Linear(w)
-    return node, (m.out_features,)
-
-
-@handler(LoihiQuantLinear)
-def _loihi_linear(m: LoihiQuantLinear, name, shape, ctx):
-    """Loihi-aware Linear -> Affine/Linear with the projected (Loihi-representable) weights."""
-    if shape != (m.in_features,):
-        raise ExportError(f"module {name!r} (Linear) receives shape {shape}, expects ({m.in_features},)",
-                          "insert an nn.Flatten before the Linear layer")
-    w, b = m.quantized()
+    w, b = m.quantized() if isinstance(m, LoihiQuantLinear) else (m.weight, m.bias)
     w = _np(w).astype(np.float32)
     node = nir.Affine(w, _np(b).astype(np.float32)) if b is not None else nir.Linear(w)
     return node, (m.out_features,)
@@ -211,8 +201,7 @@ def _leaky(m: snn.Leaky, name, shape, ctx):
     thr = _population(m.threshold, shape)
     zeros = np.zeros(shape)
     if np.all(beta == 1.0):
-        r = units._nudge(np.full(shape, 1.0 / ctx.dt), np.ones(shape), lambda r: units.if_gain(r, ctx.dt))
-        return nir.IF(r=r, v_threshold=thr, v_reset=zeros), shape
+        return nir.IF(r=units.if_unit_r(ctx.dt, shape), v_threshold=thr, v_reset=zeros), shape
     if np.any(beta == 1.0):
         raise ExportError(f"module {name!r} (Leaky) mixes beta = 1 with beta < 1 in one population",
                           "use beta < 1 for every neuron (NIR's LIF needs a finite tau)")

@@ -20,8 +20,7 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from exporters.graph import Program, build_program, summed_input
-from models.architectures import SumPool2d
+from exporters.graph import Program, build_program, pair, summed_input
 from toolchain import units
 from toolchain.errors import GraphError
 from toolchain.record import Recording
@@ -211,24 +210,16 @@ def _identity(node, dt):
     return nn.Identity()
 
 
-@maps(nir.Affine)
-def _affine(node, dt):
-    """torch.nn.Linear with bias"""
+@maps(nir.Affine, nir.Linear)
+def _dense(node, dt):
+    """torch.nn.Linear (with the Affine's bias, or none)"""
     w = np.asarray(node.weight)
-    m = nn.Linear(w.shape[1], w.shape[0], bias=True, dtype=DTYPE)
+    bias = getattr(node, "bias", None)
+    m = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None, dtype=DTYPE)
     with torch.no_grad():
         m.weight.copy_(_t(w))
-        m.bias.copy_(_t(node.bias))
-    return m
-
-
-@maps(nir.Linear)
-def _linear(node, dt):
-    """torch.nn.Linear without bias"""
-    w = np.asarray(node.weight)
-    m = nn.Linear(w.shape[1], w.shape[0], bias=False, dtype=DTYPE)
-    with torch.no_grad():
-        m.weight.copy_(_t(w))
+        if bias is not None:
+            m.bias.copy_(_t(bias))
     return m
 
 
@@ -238,18 +229,13 @@ def _scale(node, dt):
     return ScaleNode(node.scale)
 
 
-def _pair(v):
-    v = np.atleast_1d(np.asarray(v)).astype(int)
-    return (int(v[0]), int(v[-1]))
-
-
 @maps(nir.Conv2d)
 def _conv2d(node, dt):
     """torch.nn.Conv2d"""
     w = np.asarray(node.weight)
-    pad = node.padding if isinstance(node.padding, str) else _pair(node.padding)
-    m = nn.Conv2d(w.shape[1] * node.groups, w.shape[0], w.shape[2:], stride=_pair(node.stride),
-                  padding=pad, dilation=_pair(node.dilation), groups=int(node.groups), dtype=DTYPE)
+    pad = node.padding if isinstance(node.padding, str) else pair(node.padding)
+    m = nn.Conv2d(w.shape[1] * node.groups, w.shape[0], w.shape[2:], stride=pair(node.stride),
+                  padding=pad, dilation=pair(node.dilation), groups=int(node.groups), dtype=DTYPE)
     with torch.no_grad():
         m.weight.copy_(_t(w))
         m.bias.copy_(_t(node.bias))
@@ -273,19 +259,16 @@ def _conv1d(node, dt):
 @maps(nir.AvgPool2d)
 def _avgpool(node, dt):
     """torch.nn.AvgPool2d (padding counted)"""
-    return nn.AvgPool2d(_pair(node.kernel_size), _pair(node.stride), _pair(node.padding))
+    return nn.AvgPool2d(pair(node.kernel_size), pair(node.stride), pair(node.padding))
 
 
 @maps(nir.SumPool2d)
 def _sumpool(node, dt):
-    """sum pooling (non-overlapping, unpadded)"""
-    k, s, p = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
-    if k[0] != k[1] or s != k or p != (0, 0):
-        return _GeneralSumPool(k, s, p)
-    return SumPool2d(k[0])
+    """sum pooling: average pooling times the window size"""
+    return SumPoolNode(pair(node.kernel_size), pair(node.stride), pair(node.padding))
 
 
-class _GeneralSumPool(nn.Module):
+class SumPoolNode(nn.Module):
     def __init__(self, k, s, p):
         super().__init__()
         self.pool = nn.AvgPool2d(k, s, p)
