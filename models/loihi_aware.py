@@ -54,6 +54,8 @@ class LoihiQuantLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         wq, bq = self._projected()
-        w = self.weight + (wq - self.weight).detach()
-        b = None if self.bias is None else self.bias + (bq - self.bias).detach()
+        # Straight-through: the value is exactly wq (x - x is exactly 0), the gradient goes
+        # to the shadow weight. (weight + (wq - weight) would round and differ from wq.)
+        w = wq + (self.weight - self.weight.detach())
+        b = None if self.bias is None else bq + (self.bias - self.bias.detach())
         return nn.functional.linear(x, w, b)
