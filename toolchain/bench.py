@@ -69,7 +69,7 @@ def bench_estimator(run_dir: str | Path, target: str, samples: int | None = None
     target on the same inputs; best of ``repeats`` each."""
     from exporters.graph import build_program
     from toolchain.estimate.metrics import MetricsAccumulator
-    from toolchain.validate import _run_in_batches
+    from toolchain.validate import run_in_batches
 
     graph, _ = artifacts.export_run_graph(run_dir, write=False)
     x = artifacts.run_inputs(run_dir, samples).x
@@ -79,13 +79,13 @@ def bench_estimator(run_dir: str | Path, target: str, samples: int | None = None
     binary = bool(np.all((x == 0) | (x == 1)))
 
     def plain():
-        _run_in_batches(tg, art, x, 128)
+        run_in_batches(tg, art, x, 128)
 
     def with_metrics():
         acc = MetricsAccumulator(program, binary)
         for s in range(0, x.shape[1], 128):
             xb = x[:, s:s + 128]
-            acc.update(_run_in_batches(tg, art, xb, 128), xb)
+            acc.update(run_in_batches(tg, art, xb, 128), xb)
         acc.summary()
 
     def best(fn):

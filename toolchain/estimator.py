@@ -27,7 +27,7 @@ from toolchain.errors import SpikeportError
 from toolchain.estimate import cutoff as co
 from toolchain.estimate.energy import energy, load_profile
 from toolchain.estimate.metrics import MetricsAccumulator
-from toolchain.validate import _run_in_batches
+from toolchain.validate import run_in_batches
 
 CUTOFFS = ("topk", "confidence", "none")
 TOPK_FILE = "cutoff_topk.json"
@@ -51,7 +51,7 @@ def calibrate(run_dir: Path, T: int, epsilon: float, samples: int | None, batch_
     graph, _ = artifacts.export_run_graph(run_dir, write=False)
     inputs = artifacts.run_inputs(run_dir, samples, split="train")
     ref = get_target("reference")
-    rec = _run_in_batches(ref, ref.compile(graph, {}), inputs.x, batch_size)
+    rec = run_in_batches(ref, ref.compile(graph, {}), inputs.x, batch_size)
     th = co.calibrate_topk(_output_per_step(rec), inputs.y, epsilon=epsilon,
                            calibration_set=f"{inputs.source}, reference target")
     th["calibration_samples"] = samples
@@ -95,7 +95,7 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
     extra = {}
     for start in range(0, x.shape[1], chunk):
         xb = x[:, start:start + chunk]
-        rec = _run_in_batches(tg, artifact, xb, batch_size)
+        rec = run_in_batches(tg, artifact, xb, batch_size)
         o = _output_per_step(rec)
         if cutoff == "topk":
             t, f = co.apply_topk(o, thresholds["thresholds"], return_forced=True)

@@ -22,7 +22,7 @@ def predict(output: np.ndarray) -> np.ndarray:
     return output.sum(0).argmax(-1)
 
 
-def _run_in_batches(target, artifact, x: np.ndarray, batch_size: int) -> Recording:
+def run_in_batches(target, artifact, x: np.ndarray, batch_size: int) -> Recording:
     """Run ``x`` through ``target``, in its own batch size; recordings are concatenated."""
     n = x.shape[1]
     size = n if target.batch_size is None else min(target.batch_size, batch_size)
@@ -50,7 +50,7 @@ def validate(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None, targets: 
     for start in range(0, n, chunk):
         xb = x[:, start:start + chunk]
         yb = None if y is None else y[start:start + chunk]
-        recs: dict[str, Recording] = {t: _run_in_batches(tg, art, xb, batch_size)
+        recs: dict[str, Recording] = {t: run_in_batches(tg, art, xb, batch_size)
                                       for t, (tg, art) in compiled.items()}
         for t, rec in recs.items():
             if yb is not None:

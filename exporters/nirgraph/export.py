@@ -370,8 +370,3 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...], *, dt: float = 
     except ValueError as e:
         raise ExportError(f"the exported graph does not type-check: {e}",
                           "report this as a spikeport bug, with the model") from None
-
-
-def export_run_model(model, input_shape, **kw) -> nir.NIRGraph:
-    """Export one of spikeport's own models (no approximations ever needed)."""
-    return export_model(model, input_shape, **kw)
