@@ -28,6 +28,9 @@ class Target:
     exactness: str
     summary: str
     batch_size: int | None = 128  # samples per run() call; None = all at once (e.g. Lava)
+    # the library whose thread pool run() computes with ("numpy" or "torch"); the estimator
+    # does its own matrix products in the same one, so no second pool spins between steps
+    matmul: str = "numpy"
 
 
 TARGETS: Registry = Registry("target")

@@ -396,3 +396,95 @@ def test_recurrent_weights_are_counted():
     expected = float(((spikes != 0) @ (w_rec != 0).sum(0)).sum()) / 5
     assert s["kind"] == "AC" and s["effective_per_sample"] == pytest.approx(expected)
     assert s["dense_snn_per_sample"] == 16 * 6
+
+
+# ---- the event counter against the reference kernels with binarised weights --------------
+def _binarised_reference(node, nz):
+    """Per output element: (non-zero input, non-zero weight) pairs, by the float64 reference
+    kernels of exporters.reference (an implementation independent of the counter's)."""
+    from exporters.reference import KERNELS
+    k = KERNELS.get(type(node).__name__)(node, DT)
+    k.w = (k.w != 0).astype(np.float64)
+    if hasattr(k, "b"):
+        k.b = np.zeros_like(k.b)
+    T, B = nz.shape[:2]
+    y, _ = k.step(nz.reshape(T * B, *nz.shape[2:]).astype(np.float64), None)
+    return y.reshape(T, B, *y.shape[1:])
+
+
+def _conv2d(w, **kw):
+    args = dict(input_shape=None, stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(len(w)))
+    args.update(kw)
+    return nir.Conv2d(weight=w, **args)
+
+
+@pytest.mark.parametrize("case", ["dense-full", "dense-zeros", "conv-full", "conv-zeros",
+                                  "conv-groups-stride-dilation", "conv-same", "conv1d-full",
+                                  "conv1d-zeros"])
+def test_counter_matches_binarised_reference(case):
+    from toolchain.estimate.metrics import _Counter
+    rng = np.random.default_rng(len(case))
+    sparse = "zeros" in case
+    T, B = 3, 4
+
+    def weights(shape):
+        w = rng.normal(size=shape)
+        if sparse:
+            w = w * (rng.random(shape) < 0.5)
+            w.reshape(shape[0], -1)[0] = 0.0  # one output with no synapse at all
+        return w
+
+    if case.startswith("dense"):
+        node, in_shape = nir.Linear(weight=weights((7, 5))), (5,)
+    elif case == "conv-groups-stride-dilation":
+        node, in_shape = _conv2d(weights((6, 2, 3, 3)), stride=2, padding=2, dilation=2, groups=2), (4, 9, 8)
+    elif case == "conv-same":
+        node, in_shape = _conv2d(weights((3, 2, 4, 3)), padding="same"), (2, 6, 7)
+    elif case.startswith("conv1d"):
+        w = weights((4, 2, 3))
+        node, in_shape = nir.Conv1d(input_shape=None, weight=w, stride=2, padding=1, dilation=1,
+                                    groups=1, bias=np.zeros(4)), (2, 9)
+    else:
+        node, in_shape = _conv2d(weights((5, 3, 3, 3)), stride=1, padding=1), (3, 6, 6)
+    nz = rng.random((T, B, *in_shape)) < 0.3
+    nz[0, 0] = True   # every input non-zero
+    nz[1, 1] = False  # no input at all
+    ref = _binarised_reference(node, nz)
+    counter = _Counter(node, in_shape)
+    assert counter.full_rows.all() == (not sparse)
+    np.testing.assert_array_equal(counter.ops(nz), ref.reshape(T, B, -1).sum(-1))
+    np.testing.assert_array_equal(counter.receives(nz), ref > 0)
+    assert not counter.receives(nz)[1, 1].any()
+    assert counter.ops(nz)[0, 0] > 0
+
+
+@pytest.mark.parametrize("k,stride,pad", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_pool_events_match_reference_pool(k, stride, pad):
+    """A pool passes an event on iff its window holds one (zero padding holds none)."""
+    from exporters.reference import KERNELS
+    from toolchain.estimate.metrics import _window_any
+    rng = np.random.default_rng(k * 100 + stride * 10 + pad)
+    e = rng.random((2, 3, 4, 7, 6)) < 0.1
+    node = nir.SumPool2d(kernel_size=np.array([k, k]), stride=np.array([stride, stride]),
+                         padding=np.array([pad, pad]))
+    ref, _ = KERNELS.get("SumPool2d")(node, DT).step(e.reshape(6, 4, 7, 6).astype(float), None)
+    np.testing.assert_array_equal(_window_any(node, e), ref.reshape(2, 3, *ref.shape[1:]) > 0)
+
+
+def test_dense_receives_when_active_inputs_outnumber_zero_weights():
+    """Output 0 has zero weights from inputs 0 and 1: a step whose only non-zero inputs are
+    among those misses output 0; one more non-zero input anywhere reaches it."""
+    from toolchain.estimate.metrics import _Counter
+    w = np.ones((3, 6))
+    w[0, :2] = 0.0
+    node = nir.Linear(weight=w)
+    nz = np.zeros((1, 6, 6), bool)
+    nz[0, 0, [0]] = True          # only a zero-weight input: output 0 misses
+    nz[0, 1, [0, 1]] = True       # two active inputs, both zero-weight for output 0: misses
+    nz[0, 2, [0, 2]] = True       # one of them reaches output 0
+    nz[0, 3, [2, 3, 4]] = True    # more active inputs than zeros: every output receives
+    nz[0, 5, [1]] = True
+    got = _Counter(node, (6,)).receives(nz)
+    np.testing.assert_array_equal(got, _binarised_reference(node, nz) > 0)
+    np.testing.assert_array_equal(got[0, :, 0], [False, False, True, True, False, False])
+    np.testing.assert_array_equal(got[0, :, 1], [True, True, True, True, False, True])

@@ -268,6 +268,9 @@ def bench(
     run: Path = typer.Option(Path("runs/digits"), "--run", help="a trained run directory"),
     samples: int = typer.Option(20, help="test samples to run on every side"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write the figures to this JSON file"),
+    estimator_targets: str = typer.Option(
+        "reference,snntorch,onnx,loihi-emu", "--estimator-targets",
+        help="targets on which to time estimation against plain inference (whole test split)"),
 ):
     """Time the Loihi emulator against Lava, one batched Lava run against per-sample runs, and
     estimation against plain inference."""
@@ -277,10 +280,14 @@ def bench(
     io.require_run_dir(run)
     if samples < 1:
         raise SpikeportError("--samples must be >= 1", "pass a positive number")
+    from exporters.targets import get_target
     from toolchain.bench import bench_estimator
 
+    names = [t.strip() for t in estimator_targets.split(",") if t.strip()]
+    for t in names:
+        get_target(t)  # an unknown name fails here, before the long Lava timing
     result = run_bench(run, samples)
-    result["estimator"] = [bench_estimator(run, t) for t in ("reference", "onnx", "loihi-emu")]
+    result["estimator"] = [bench_estimator(run, t) for t in names]
     if out is not None:
         io.write_json(out, result)
     _print_json(result)

@@ -89,7 +89,7 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
     artifact = tg.compile(graph, {"allow_approximation": allow_approximation})
     program = build_program(graph)
     binary = bool(np.all((x == 0) | (x == 1)))
-    acc = MetricsAccumulator(program, input_binary=binary)
+    acc = MetricsAccumulator(program, input_binary=binary, matmul=tg.matmul)
     chunk = x.shape[1] if tg.batch_size is None else batch_size
     outputs, exits, forced, first = [], [], [], None
     extra = {}

@@ -25,8 +25,11 @@ What is counted (t*_b = exit step of sample b, 1-based; every count uses only t 
   (Input, Output, Flatten, SumPool2d, AvgPool2d, Scale), with the kernels of
   :mod:`exporters.reference`; anything else unrecorded is an error. Effective ops per step =
   sum of the output of the connection run with binarised weights (w != 0 -> 1) and zero bias on
-  the binarised input (x != 0 -> 1) -- NeuroBench's method, exact for convolutions with
-  padding and stride. Bias is not an op.
+  the binarised input (x != 0 -> 1) -- NeuroBench's definition, exact for convolutions with
+  padding and stride. Bias is not an op. Computed without running the connection: the sum
+  is nz(x) . f with the per-input fan-out vector f of :class:`_Counter` (one matrix-vector
+  product per batch; tests compare it with the binarised connection run by the reference
+  kernels).
   *AC vs MAC from the graph*: AC iff the connection has exactly one incoming edge and that
   source is, through Input/Output/Flatten/Delay pass-throughs, a spiking node or the graph
   input with ``input_binary=True``; otherwise MAC (analog input, pooled / scaled currents,
@@ -54,10 +57,15 @@ axis (``aligned``), zero-padded at the end to T steps.
 """
 from __future__ import annotations
 
+import itertools
+import warnings
+
 import nir
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from exporters.graph import SPIKING, Program
+from exporters.graph import SPIKING, Program, pair
 from exporters.reference import KERNELS
 from toolchain.errors import GraphError
 from toolchain.record import Recording
@@ -73,16 +81,26 @@ class _NotAvailable(Exception):
     """A node's value is neither recorded nor recomputable from recorded values."""
 
 
+# Counting runs in float32: a count of (non-zero input, non-zero weight) pairs per output
+# element is an integer no larger than the fan-in, exact in float32 below 2**24.
+_EXACT_F32 = 2 ** 24
+
+
 def _shift(v: np.ndarray) -> np.ndarray:
     """The previous step's value (zero at the first step): what a recurrent edge delivers."""
     return np.concatenate([np.zeros_like(v[:1]), v[:-1]])
 
 
-def _apply(kernel, v: np.ndarray) -> np.ndarray:
+def _fold(kernel, v: np.ndarray) -> np.ndarray:
     """A stateless reference kernel applied to (T, B, ...) by folding time into the batch."""
     T, B = v.shape[:2]
     out, _ = kernel.step(v.reshape(T * B, *v.shape[2:]), None)
     return out.reshape(T, B, *out.shape[1:])
+
+
+def _apply(kernel, v: np.ndarray) -> np.ndarray:
+    """``_fold`` in float64, the reference kernels' arithmetic."""
+    return _fold(kernel, np.asarray(v, dtype=np.float64))
 
 
 def _stats(a: np.ndarray) -> dict:
@@ -92,20 +110,223 @@ def _stats(a: np.ndarray) -> dict:
             "min": float(a.min()), "max": float(a.max())}
 
 
+def _conv_args(node) -> dict:
+    """torch keyword arguments of a NIR Conv1d / Conv2d node."""
+    one_d = isinstance(node, nir.Conv1d)
+    if isinstance(node.padding, str):
+        padding = node.padding
+    else:
+        padding = int(np.atleast_1d(node.padding)[0]) if one_d else pair(node.padding)
+    conv = (lambda v: int(np.atleast_1d(v)[0])) if one_d else pair
+    return {"stride": conv(node.stride), "padding": padding, "dilation": conv(node.dilation),
+            "groups": int(node.groups)}
+
+
+def _run(node, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A connection node with weights ``w`` and no bias on x (batch, *in), float32."""
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        return x @ w.T
+    conv = F.conv1d if isinstance(node, nir.Conv1d) else F.conv2d
+    with warnings.catch_warnings():  # torch notes that asymmetric "same" padding copies the input
+        warnings.filterwarnings("ignore", message="Using padding='same'")
+        return conv(x, w, None, **_conv_args(node))
+
+
+def _mm_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a @ b
+
+
+def _mm_torch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return (torch.from_numpy(np.ascontiguousarray(a)) @ torch.from_numpy(np.ascontiguousarray(b))).numpy()
+
+
+# Matrix products run in the library the target computes with: a second BLAS thread pool
+# left spinning between the target's steps competes for the same cores (measured on 2 cores:
+# snntorch inference 2-3x slower when interleaved with numpy products, the numpy reference
+# 2x slower when interleaved with torch products).
+MATMUL = {"numpy": _mm_numpy, "torch": _mm_torch}
+
+
+def _flat32(a: np.ndarray) -> np.ndarray:
+    """(T, B, ...) -> (T*B, n) float32 of a != 0 (0/1), the operand of the counting products."""
+    T, B = a.shape[:2]
+    a = a.reshape(T * B, -1)
+    return (a if a.dtype == bool else a != 0).astype(np.float32)
+
+
+def _count_rows(a: np.ndarray, mm=_mm_numpy) -> np.ndarray:
+    """Non-zero elements per (step, sample) of a (T, B, ...) array, float64 (T, B); a float32
+    matrix-vector product (exact: a row has fewer than 2**24 elements)."""
+    T, B = a.shape[:2]
+    n = a.size // (T * B)
+    if n >= _EXACT_F32:
+        return np.count_nonzero(a.reshape(T, B, -1), -1).astype(np.float64)
+    return mm(_flat32(a), np.ones(n, np.float32)).astype(np.float64).reshape(T, B)
+
+
+def _tup(v) -> tuple:
+    return tuple(v) if isinstance(v, tuple) else (int(v),)
+
+
+class _Counter:
+    """Synaptic events of one connection node: (non-zero input, non-zero weight) pairs.
+
+    Counting never needs the weighted sums. The number of events a sample emits through the
+    connection at one step is nz(x) . f, where the fan-out vector f (one entry per input
+    element) counts the non-zero weights each input element meets across all outputs,
+    padding and stride included; f = d/dx sum(conv_b(x)) with binarised weights, taken once
+    by automatic differentiation. Which outputs receive at least one event (neuron updates)
+    needs no convolution either when every weight is non-zero: an output receives an event
+    iff any input in its receptive field (within its group) is non-zero -- a window-any of
+    one channel per group. Otherwise (zero weights) the binarised connection is run. Float32
+    arithmetic on 0/1 values, exact while the counts stay below 2**24 (checked)."""
+
+    def __init__(self, node, in_shape: tuple, mm=_mm_numpy):
+        self.node = node
+        self.mm = mm
+        w = np.asarray(node.weight)
+        wb = w != 0
+        self.w = torch.from_numpy(wb.astype(np.float32))  # torch kernels: convolutions only
+        self.in_shape = tuple(in_shape)
+        if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+            x = torch.zeros((1, *in_shape), requires_grad=True)
+            _run(node, self.w, x).sum().backward()
+            self.fanout = x.grad.reshape(-1).numpy().astype(np.float64)
+        else:  # dense: input i meets the non-zero weights of its column
+            self.fanout = np.broadcast_to(wb.sum(0), in_shape).astype(np.float64).reshape(-1)
+        self.fanout32 = self.fanout.astype(np.float32)
+        self.exact32 = float(self.fanout.sum()) < _EXACT_F32
+        if int(np.prod(w.shape[1:])) >= _EXACT_F32:
+            raise GraphError(f"connection fan-in {int(np.prod(w.shape[1:]))} is too large to count "
+                             "exactly in float32", "split the layer")
+        self.conv = isinstance(node, (nir.Conv1d, nir.Conv2d))
+        self.full_rows = wb.reshape(w.shape[0], -1).all(1)  # outputs whose weights are all non-zero
+        self.max_zeros = int((~wb.reshape(w.shape[0], -1)).sum(1).max())  # most zeros in one output row
+        self.wT = np.ascontiguousarray(wb.reshape(w.shape[0], -1).T, dtype=np.float32)
+        if self.conv:
+            self.groups = int(node.groups)
+            self.kernel = tuple(int(k) for k in w.shape[2:])
+            self.args = _conv_args(node)
+
+    def ops(self, nz: np.ndarray, flat32: np.ndarray | None = None) -> np.ndarray:
+        """Events per (step, sample), float64 (T, B), from the 0/1 input nz (T, B, *in);
+        ``flat32``: nz as float32 (T*B, n_in) if the caller has it."""
+        T, B = nz.shape[:2]
+        if self.exact32:
+            f = _flat32(nz) if flat32 is None else flat32
+            out = self.mm(f, self.fanout32)
+        else:
+            out = self.mm(nz.reshape(T * B, -1).astype(np.float64), self.fanout)
+        return out.astype(np.float64).reshape(T, B)
+
+    def receives(self, nz: np.ndarray, flat32: np.ndarray | None = None) -> np.ndarray:
+        """Outputs that receive at least one event, bool (T, B, *out)."""
+        T, B = nz.shape[:2]
+        if self.conv and not self.full_rows.all():
+            t = torch.from_numpy(nz.reshape(T * B, *self.in_shape).astype(np.float32))
+            with torch.no_grad():
+                y = _run(self.node, self.w, t).numpy() > 0
+            return y.reshape(T, B, *y.shape[1:])
+        if self.conv:
+            C, g = self.in_shape[0], self.groups
+            x = nz.reshape(T * B, g, C // g, *self.in_shape[1:]).any(2)
+            a = self.args
+            y = _window_max(x, self.kernel, _tup(a["stride"]), a["padding"] if isinstance(a["padding"], str)
+                            else _tup(a["padding"]), _tup(a["dilation"]))
+            y = np.repeat(y, self.w.shape[0] // g, axis=1)  # (TB, O, *out): channels by group
+            return y.reshape(T, B, *y.shape[1:])
+        # Dense: an output j misses a step only if every non-zero input meets a zero weight of
+        # row j, impossible when the step has more non-zero inputs than row j has zeros.
+        f = _flat32(nz) if flat32 is None else flat32
+        cnt = self.mm(f, np.ones(f.shape[1], np.float32))
+        out = np.repeat((cnt > 0)[:, None], len(self.full_rows), axis=1)
+        suspect = np.flatnonzero((cnt > 0) & (cnt <= self.max_zeros))
+        if suspect.size:
+            out[suspect] = self.mm(f[suspect], self.wT) > 0
+        return out.reshape(T, B, -1)
+
+
+def _window_max(x: np.ndarray, kernel: tuple, stride: tuple, padding, dilation: tuple) -> np.ndarray:
+    """Per output position of a convolution / pool window: does the window hold a True?
+
+    x: bool (N, C, *spatial). ``padding`` is an int per spatial dimension or "same" / "valid"
+    (torch's convention: the odd extra element of "same" goes last). Zero padding adds no
+    True, so this is an OR over the kernel offsets of strided slices of the padded input."""
+    nd = x.ndim - 2
+    if isinstance(padding, str):
+        tot = [0] * nd if padding == "valid" else [d * (k - 1) for k, d in zip(kernel, dilation)]
+        pads = [(t // 2, t - t // 2) for t in tot]
+    else:
+        pads = [(int(p), int(p)) for p in padding]
+    if any(lo or hi for lo, hi in pads):
+        x = np.pad(x, [(0, 0), (0, 0), *pads])
+    size = [(n - d * (k - 1) - 1) // st + 1
+            for n, k, st, d in zip(x.shape[2:], kernel, stride, dilation)]
+    out = None
+    for offs in itertools.product(*(range(k) for k in kernel)):
+        view = x[(slice(None), slice(None)) + tuple(
+            slice(o * d, o * d + st * (m - 1) + 1, st) for o, d, st, m in zip(offs, dilation, stride, size))]
+        if out is None:
+            out = view.copy()
+        else:
+            np.logical_or(out, view, out=out)
+    return out
+
+
+def _window_any(node, e: np.ndarray) -> np.ndarray:
+    """Pool windows that contain at least one True element of ``e`` (T, B, C, H, W)."""
+    T, B = e.shape[:2]
+    y = _window_max(e.reshape(T * B, *e.shape[2:]), pair(node.kernel_size), pair(node.stride),
+                    pair(node.padding), (1, 1))
+    return y.reshape(T, B, *y.shape[1:])
+
+
+def _ones_only(v: np.ndarray, nz: np.ndarray) -> bool:
+    """Is every non-zero element of v exactly 1? (nz = v != 0)"""
+    return v.dtype == bool or np.count_nonzero(v == 1) == np.count_nonzero(nz)
+
+
+def _spiky(inp: np.ndarray, nz: np.ndarray, ones_only: bool | None = None) -> np.ndarray:
+    """NeuroBench's value split per (step, sample): True iff every input element is in
+    {-1, 0, 1}. One pass over the whole batch first; per row only if it finds a graded value."""
+    T, B = inp.shape[:2]
+    if ones_only if ones_only is not None else _ones_only(inp, nz):
+        return np.ones((T, B), bool)
+    bad = (np.abs(inp) != 1) & nz
+    if not bad.any():
+        return np.ones((T, B), bool)
+    return ~bad.reshape(T, B, -1).any(-1)
+
+
 class _Batch:
-    """Values and synaptic-event maps of one batch, computed on demand and memoised."""
+    """Values, synaptic counts and event maps of one batch, computed on demand and memoised."""
 
     def __init__(self, acc: "MetricsAccumulator", rec: Recording, x: np.ndarray):
         self.acc, self.rec, self.x = acc, rec, x
         self.T = x.shape[0]
         self._values: dict[str, np.ndarray] = {}
         self._events: dict[str, np.ndarray] = {}
-        self._conn: dict[str, np.ndarray] = {}
+        self._conn: dict[str, tuple] = {}
+        self._ones: dict[str, bool] = {}
+        self._f32: dict[str, np.ndarray] = {}
+
+    def flat32(self, name: str) -> np.ndarray:
+        """events(name) as a float32 (T*B, n) 0/1 matrix, the operand of counting products."""
+        if name not in self._f32:
+            self._f32[name] = _flat32(self.events(name))
+        return self._f32[name]
+
+    def ones_only(self, name: str) -> bool:
+        """Is every non-zero value the node emits exactly 1 (binary spikes)?"""
+        if name not in self._ones:
+            self._ones[name] = _ones_only(self.value(name), self.events(name))
+        return self._ones[name]
 
     def recorded(self, name: str) -> np.ndarray:
-        v = np.asarray(self.rec.aligned(name), dtype=np.float64)
+        v = np.asarray(self.rec.aligned(name))
         if v.shape[0] < self.T:  # delayed target: zero-pad the tail
-            v = np.concatenate([v, np.zeros((self.T - v.shape[0], *v.shape[1:]))])
+            v = np.concatenate([v, np.zeros((self.T - v.shape[0], *v.shape[1:]), v.dtype)])
         return v[:self.T]
 
     def value(self, name: str) -> np.ndarray:
@@ -135,9 +356,11 @@ class _Batch:
             out = out + t
         return out
 
-    def conn_out(self, name: str) -> np.ndarray:
-        """Per output element: number of (non-zero input, non-zero weight) pairs, (T, B, ...)."""
+    def conn(self, name: str) -> tuple:
+        """(input, nz, counter, nz32): the connection's input, where it is non-zero (T, B, ...),
+        the connection's event counter, and nz as a float32 (T*B, n) matrix."""
         if name not in self._conn:
+            srcs = self.acc.program.inputs[name]
             try:
                 inp = self.node_input(name)
             except _NotAvailable as e:
@@ -145,28 +368,39 @@ class _Batch:
                     f"the input of connection {name!r} cannot be reconstructed: node {e.args[0]!r} "
                     "is not recorded by this target and is not a stateless pass-through",
                     "record that node, or estimate on a target that records every node") from None
-            self._conn[name] = (inp, _apply(self.acc.binary_kernel(name), (inp != 0).astype(np.float64)))
-        return self._conn[name][1]
-
-    def conn_in(self, name: str) -> np.ndarray:
-        self.conn_out(name)
-        return self._conn[name][0]
+            s0, rec0 = srcs[0]
+            counter = self.acc.counter(name, inp.shape[2:])
+            if len(srcs) == 1 and not rec0 and (s0 == self.acc.input_node or s0 in self.acc.spiking):
+                nz = self.events(s0)  # already computed: where the source is non-zero
+                nz32 = self.flat32(s0) if counter.exact32 else None
+            else:
+                nz = inp != 0
+                nz32 = _flat32(nz) if counter.exact32 else None
+            self._conn[name] = (inp, nz, counter, nz32)
+        return self._conn[name]
 
     def events(self, name: str) -> np.ndarray:
-        """Synaptic events (>= 0, per element) emitted by a node, (T, B, ...)."""
+        """Where a node emits at least one synaptic event, bool (T, B, ...)."""
         if name in self._events:
             return self._events[name]
         node = self.acc.program.nodes[name]
         if name == self.acc.input_node:
-            e = (self.x != 0).astype(np.float64)
+            e = self.x != 0
         elif isinstance(node, CONNECTIONS):
-            e = self.conn_out(name)
+            _, nz, counter, nz32 = self.conn(name)
+            e = counter.receives(nz, nz32)
         elif isinstance(node, SPIKING):
-            e = (self.value(name) != 0).astype(np.float64)
-        elif isinstance(node, RECOMPUTABLE):
-            e = np.abs(_apply(self.acc.kernel(name), self.events_into(name)))
+            e = self.value(name) != 0
+        elif isinstance(node, (nir.Input, nir.Output)):
+            e = self.events_into(name)
+        elif isinstance(node, nir.Flatten):
+            e = _fold(self.acc.kernel(name), self.events_into(name))
+        elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+            e = _window_any(node, self.events_into(name))
+        elif isinstance(node, nir.Scale):
+            e = self.events_into(name) & (np.asarray(node.scale) != 0)
         else:
-            e = (self.value(name) != 0).astype(np.float64)
+            e = self.value(name) != 0
         self._events[name] = e
         return e
 
@@ -175,14 +409,17 @@ class _Batch:
                  for s, r in self.acc.program.inputs[name]]
         out = terms[0]
         for t in terms[1:]:
-            out = out + t
+            out = out | t
         return out
 
 
 class MetricsAccumulator:
     """Accumulates activity metrics of one target over batches; see the module docstring."""
 
-    def __init__(self, program: Program, input_binary: bool):
+    def __init__(self, program: Program, input_binary: bool, matmul: str = "numpy"):
+        if matmul not in MATMUL:
+            raise ValueError(f"matmul must be one of {sorted(MATMUL)}, got {matmul!r}")
+        self.mm = MATMUL[matmul]
         self.program = program
         self.input_binary = bool(input_binary)
         self.input_node = program.graph_inputs[0]
@@ -194,7 +431,7 @@ class MetricsAccumulator:
         self.populations = [n for n in program.order if isinstance(nodes[n], POPULATIONS)]
         self.kind = {c: ("AC" if self._binary_message(c) else "MAC") for c in self.connections}
         self._kernels: dict[str, object] = {}
-        self._bin_kernels: dict[str, object] = {}
+        self._counters: dict[str, _Counter] = {}
         self.T: int | None = None
         self.n = 0
 
@@ -238,26 +475,24 @@ class MetricsAccumulator:
             self._kernels[name] = KERNELS.get(type(node).__name__)(node, self.program.dt)
         return self._kernels[name]
 
-    def binary_kernel(self, name: str, ones: bool = False):
-        key = (name, ones)
-        if key not in self._bin_kernels:
-            node = self.program.nodes[name]
-            k = KERNELS.get(type(node).__name__)(node, self.program.dt)
-            k.w = np.ones_like(k.w) if ones else (k.w != 0).astype(np.float64)
-            if hasattr(k, "b"):
-                k.b = np.zeros_like(k.b)
-            self._bin_kernels[key] = k
-        return self._bin_kernels[key]
+    def counter(self, name: str, in_shape: tuple) -> _Counter:
+        if name not in self._counters:
+            self._counters[name] = _Counter(self.program.nodes[name], in_shape, self.mm)
+        return self._counters[name]
 
-    def _conn_static(self, name: str, in_shape: tuple, out_shape: tuple) -> dict:
+    def _conn_static(self, name: str, in_shape: tuple) -> dict:
         node = self.program.nodes[name]
         w = np.asarray(node.weight)
         fan_in = int(np.prod(w.shape[1:]))  # Linear: in features; conv: C_in/groups * k...
-        n_out = int(np.prod(out_shape))
-        ones = np.ones((1, *in_shape))
-        dense_step = float(self.binary_kernel(name, ones=True).step(ones, None)[0].sum())
+        if isinstance(node, (nir.Conv1d, nir.Conv2d)):  # padding positions are no operations
+            with torch.no_grad():
+                out = _run(node, torch.ones(w.shape), torch.ones((1, *in_shape))).numpy()
+            n_out, dense = int(out.size), float(out.sum(dtype=np.float64))
+        else:
+            n_out = int(np.prod(in_shape[:-1], dtype=np.int64)) * w.shape[0]
+            dense = float(n_out * fan_in)
         return {"fan_in": fan_in, "outputs": n_out, "weights": int(w.size),
-                "nonzero_weights": int(np.count_nonzero(w)), "dense_per_step": dense_step,
+                "nonzero_weights": int(np.count_nonzero(w)), "dense_per_step": dense,
                 "ann_macs": fan_in * n_out, "ann_flops": (2 * fan_in + 1) * n_out}
 
     # ---- accumulation ---------------------------------------------------------------------
@@ -275,7 +510,7 @@ class MetricsAccumulator:
                         "input_known": True} for p in self.populations}
 
     def update(self, rec: Recording, x: np.ndarray, exit_steps: np.ndarray | None = None) -> None:
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x)
         if x.ndim < 3:
             raise ValueError(f"x must be (T, B, *input_shape), got shape {x.shape}")
         T, B = x.shape[:2]
@@ -287,12 +522,24 @@ class MetricsAccumulator:
             np.asarray(exit_steps).astype(np.int64).reshape(-1)
         if ts.shape != (B,) or np.any(ts < 1) or np.any(ts > T):
             raise ValueError(f"exit_steps must be {B} integers in 1..{T}")
+        full = bool(np.all(ts == T))
         mask = (np.arange(T)[:, None] < ts[None, :]).astype(np.float64)  # (T, B)
         ctx = _Batch(self, rec, x)
         self.exit_steps.append(ts)
-        self.input_step += (np.count_nonzero(x.reshape(T, B, -1), -1) * mask).sum(1)
 
-        # spiking layers
+        def count_tb(a: np.ndarray) -> np.ndarray:
+            """Non-zero elements per (step, sample) of a (T, B, ...) array, up to the exit step."""
+            return _count_rows(a, self.mm) * mask
+
+        def count_total(a: np.ndarray) -> float:
+            """Non-zero elements of a (T, B, ...) array up to the exit step."""
+            if full:
+                return float(np.count_nonzero(a if a.dtype == bool else a != 0))
+            return float(count_tb(a).sum())
+
+        self.input_step += count_tb(ctx.events(self.input_node)).sum(1)
+
+        # spiking layers: per (step, sample) sums first, so the exit mask touches (T, B) only
         used_hidden = np.zeros(B)
         for name in self.spiking:
             if name not in rec.values:
@@ -301,14 +548,22 @@ class MetricsAccumulator:
             s = ctx.value(name).reshape(T, B, -1)
             L = self.layer[name]
             N = L["N"] = s.shape[-1]
-            nz = (s != 0) * mask[..., None]
-            s_tb = s.sum(-1) * mask
+            nz = ctx.events(name).reshape(T, B, -1)
+            # a float64 row sum through BLAS (exact for spike counts)
+            if ctx.ones_only(name):  # binary spikes: the sum is the count
+                s_tb = self.mm(ctx.flat32(name), np.ones(N, np.float32)).astype(np.float64).reshape(T, B) * mask
+            else:
+                s_tb = s.sum(-1, dtype=np.float64) * mask
             tot = s_tb.sum(0)
-            used = (nz.sum(0) >= 1).sum(-1)
+            if full:
+                used = np.count_nonzero(nz.any(0), -1)
+            else:  # a neuron counts as used if its first spike comes before the exit step
+                first = np.where(nz.any(0), nz.argmax(0), T)
+                used = np.count_nonzero(first < ts[:, None], -1)
             L["step"] += s_tb.sum(1)
             L["totals"].append(tot)
             L["used"].append(used)
-            L["nnz"] += float(nz.sum())
+            L["nnz"] += count_total(nz)
             L["numel"] += float(N * ts.sum())
             L["rate_sum"] += float((tot / (N * ts)).sum())
             if name in self.hidden:
@@ -319,16 +574,17 @@ class MetricsAccumulator:
 
         # synaptic operations
         for c in self.connections:
-            out = ctx.conn_out(c)
-            inp = ctx.conn_in(c)
+            inp, nz, counter, nz32 = ctx.conn(c)
             C = self.conn[c]
             if C["static"] is None:
-                C["static"] = self._conn_static(c, inp.shape[2:], out.shape[2:])
-            ops = out.reshape(T, B, -1).sum(-1) * mask
-            flat = inp.reshape(T, B, -1)
-            spiky = np.all((flat == 0) | (flat == 1) | (flat == -1), -1)
+                C["static"] = self._conn_static(c, inp.shape[2:])
+            ops = counter.ops(nz, nz32) * mask
             C["step"] += ops.sum(1)
             C["eff"] += float(ops.sum())
+            srcs = self.program.inputs[c]
+            single = srcs[0][0] if len(srcs) == 1 and not srcs[0][1] else None
+            known = ctx.ones_only(single) if single in rec.values and single in self.spiking else None
+            spiky = _spiky(inp, nz, known)
             C["nb_ac"] += float((ops * spiky).sum())
             C["nb_mac"] += float((ops * ~spiky).sum())
             C["dense"] += C["static"]["dense_per_step"] * float(ts.sum())
@@ -336,15 +592,14 @@ class MetricsAccumulator:
         # neuron updates
         for p in self.populations:
             U = self.upd[p]
-            ev = ctx.events_into(p).reshape(T, B, -1) > 0
+            ev = ctx.events_into(p).reshape(T, B, -1)
             N = U["N"] = ev.shape[-1]
             if isinstance(self.program.nodes[p], SPIKING):
-                ev = ev | (ctx.value(p).reshape(T, B, -1) != 0)
+                ev = ev | ctx.events(p).reshape(T, B, -1)
             U["dense"] += float(N * ts.sum())
-            U["events"] += float((ev * mask[..., None]).sum())
+            U["events"] += count_total(ev)
             try:
-                cur = ctx.node_input(p).reshape(T, B, -1)
-                U["input"] += float(((cur != 0) * mask[..., None]).sum())
+                U["input"] += count_total(ctx.node_input(p))
             except _NotAvailable:
                 U["input_known"] = False
         self.n += B
