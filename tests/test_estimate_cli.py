@@ -96,3 +96,25 @@ def test_a_users_profile_file_is_validated(run_dir, tmp_path):
                    "  e_synop: {value: -1, unit: pJ, basis: measured, marker: primary, source: me}\n")
     r = invoke("estimate", run_dir, "--target", "reference", "--profile", bad, "--cutoff", "none")
     assert r.exit_code == 2 and "mine.yaml" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("target", ["reference", "snntorch"])
+def test_estimator_benchmark_reports_both_measurements(run_dir, target):
+    """Behaviour only (timings are not asserted): both sides ran the same inputs, and the
+    ratios are the ratios of the reported times."""
+    from toolchain.bench import bench_estimator
+
+    r = bench_estimator(run_dir, target, samples=16, repeats=2, min_seconds=0.0)
+    o, e = r["overhead"], r["end_to_end"]
+    assert r["samples"] == 16 and r["passes"] >= 1
+    assert o["inference_seconds"] > 0 and o["metrics_seconds"] > 0
+    assert o["estimation_over_inference"] == pytest.approx(
+        (o["inference_seconds"] + o["metrics_seconds"]) / o["inference_seconds"])
+    assert e["estimation_over_inference"] == pytest.approx(e["estimation_seconds"] / e["inference_seconds"])
+    assert e["median_pair_ratio"] > 0
+
+
+def test_bench_refuses_an_unknown_estimator_target_before_timing(run_dir):
+    r = invoke("bench", "--run", run_dir, "--estimator-targets", "reference,nosuch")
+    assert r.exit_code != 0
+    assert "nosuch" in r.output and "Traceback" not in r.output
