@@ -380,7 +380,7 @@ def _register():
 
     register(Target(
         name="reference", compile=_compile, run=lambda p, x: simulate(p, x),
-        supported=KERNELS.names, profiles=("cpu", "gpu"),
+        supported=KERNELS.names, profiles=("cpu", "gpu", "ann-45nm"),
         exactness="defines the semantics (float64)",
         summary="batched float64 numpy simulator of NIR semantics"))
 

@@ -53,7 +53,13 @@ def test_cutoff_none_counts_every_step_and_cutoff_never_counts_more(run_dir):
     assert cut["synops_per_sample"] <= full["synops_per_sample"]
     assert full["cutoff"]["accuracy"] == full["cutoff"]["full_accuracy"]
     # the reference target is charged with the conventional profiles of the target
-    assert set(full["energy"]) == {"cpu", "gpu"}
+    assert set(full["energy"]) == {"cpu", "gpu", "ann-45nm"}
+    # only the 45 nm profile prices memory accesses; a cutoff never adds memory traffic
+    ann = full["energy"]["ann-45nm"]
+    assert ann["terms_J"]["memory"] > 0 and "memory" not in " ".join(ann["not_modelled"])
+    assert full["energy"]["cpu"]["terms_J"]["memory"] is None
+    assert cut["memory_bytes_per_sample"] <= full["memory_bytes_per_sample"]
+    assert ann["naive"]["ann_dense_with_memory_J"] > ann["naive"]["ann_dense_J"] > 0
 
 
 def test_estimate_on_the_float_and_loihi_targets_agree_on_counts_where_spikes_agree(run_dir):

@@ -452,10 +452,12 @@ def test_counter_matches_binarised_reference(case):
     ref = _binarised_reference(node, nz)
     counter = _Counter(node, in_shape)
     assert counter.full_rows.all() == (not sparse)
-    np.testing.assert_array_equal(counter.ops(nz), ref.reshape(T, B, -1).sum(-1))
+    ops, nonzero = counter.ops(nz)
+    np.testing.assert_array_equal(ops, ref.reshape(T, B, -1).sum(-1))
+    np.testing.assert_array_equal(nonzero, nz.reshape(T, B, -1).sum(-1))
     np.testing.assert_array_equal(counter.receives(nz), ref > 0)
     assert not counter.receives(nz)[1, 1].any()
-    assert counter.ops(nz)[0, 0] > 0
+    assert ops[0, 0] > 0 and ops[1, 1] == 0
 
 
 @pytest.mark.parametrize("k,stride,pad", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
@@ -488,3 +490,35 @@ def test_dense_receives_when_active_inputs_outnumber_zero_weights():
     np.testing.assert_array_equal(got, _binarised_reference(node, nz) > 0)
     np.testing.assert_array_equal(got[0, :, 0], [False, False, True, True, False, False])
     np.testing.assert_array_equal(got[0, :, 1], [True, True, True, True, False, True])
+
+
+def test_memory_traffic_of_the_hand_computed_mlp():
+    """Lemaire-style bytes per sample, by hand (fp32 = 4 bytes; every buffer is below 8 KB,
+    so each 64-bit access counts buffer/8 KB of an 8 KB access)."""
+    acc = MetricsAccumulator(_mlp_program(), input_binary=True)
+    acc.update(_loihi_like_recording(), X)
+    mem = acc.summary()["memory"]
+    a1, a2 = mem["connections"]["a1"], mem["connections"]["a2"]
+    # a1: 4.5 non-zero inputs and 4.5 synaptic ops per sample; a2: 2 input spikes, 3 ops
+    assert (a1["input_reads"], a1["weight_reads"], a1["accumulator_reads_writes"]) == (18, 18, 36)
+    assert (a2["input_reads"], a2["weight_reads"], a2["accumulator_reads_writes"]) == (8, 12, 24)
+    assert a1["buffers"] == {"input": 12, "weights": 24, "accumulator": 8}
+    l1, l2 = mem["populations"]["lif1"], mem["populations"]["lif2"]
+    # 2 neurons x 3 steps, one state variable read and written; spikes 2.0 and 1.0 per sample
+    assert (l1["state_reads_writes"], l1["spike_writes"]) == (48, 8)
+    assert (l2["state_reads_writes"], l2["spike_writes"]) == (48, 4)
+    assert mem["bytes_per_sample"] == 72 + 44 + 56 + 52
+    assert set(mem["accesses_64bit"]) == {"8kb"}
+    assert mem["accesses_64bit"]["8kb"] == pytest.approx(281 / 8192)
+    assert mem["ann_dense"]["bytes_per_sample"] == 76
+    assert mem["ann_dense"]["accesses_64bit"]["8kb"] == pytest.approx(146 / 8192)
+
+
+@pytest.mark.parametrize("kb,expected", [(8, {"8kb": 1.0}), (20, {"8kb": 0.5, "32kb": 0.5}),
+                                         (32, {"32kb": 1.0}), (4, {"8kb": 0.5}),
+                                         (2048, {"1mb": 1.0})])
+def test_memory_levels_interpolate_the_energy_in_buffer_size(kb, expected):
+    from toolchain.estimate.metrics import _by_level
+    acc = {}
+    _by_level(8.0, kb * 1024, acc)  # one 64-bit access
+    assert acc == pytest.approx(expected)

@@ -130,13 +130,24 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
               "dense_ann_macs": tot["ann_macs"], "neuron_updates_active": active,
               "neuron_updates_idle": upd["dense"] - active, "spikes": m["spikes_per_sample"],
               "steps": m["mean_exit_step"]}
-    energies = {p: energy(counts, prof) for p, prof in loaded.items()}
+    mem = m["memory"]
+    counts["dense_ann_memory_accesses_64bit"] = mem["ann_dense"]["accesses_64bit"]
+
+    def with_memory(prof) -> dict:
+        """The Lemaire-style memory traffic, for profiles that price memory accesses."""
+        if all(prof.si(f"e_mem_{lvl}") is not None for lvl in mem["accesses_64bit"]) \
+                and any(prof.si(f"e_mem_{lvl}") is not None for lvl in ("8kb", "32kb", "1mb")):
+            return {**counts, "memory_accesses_64bit": mem["accesses_64bit"]}
+        return counts
+
+    energies = {p: energy(with_memory(prof), prof) for p, prof in loaded.items()}
     main = profiles[0]
     result = {
         "target": target, "inputs": inputs.source, "samples": int(x.shape[1]), "T": int(T),
         "spikes_per_sample": m["spikes_per_sample"],
         "hidden_usage": m["hidden_usage"]["mean"],
         "synops_per_sample": tot["effective"],
+        "memory_bytes_per_sample": m["memory"]["bytes_per_sample"],
         "energy_per_sample_j": energies[main]["total_J"],
         "energy_profile": main,
         "energy": energies,
@@ -190,4 +201,12 @@ def format_table(r: dict) -> str:
                      f"({terms}); constants: {', '.join(e['markers_used'])}")
     naive = next(iter(r["energy"].values()))["naive"]
     lines.append(f"naive #AC x 0.9 pJ + #MAC x 4.6 pJ (comparison only): {naive['J']:.4g} J")
+    if naive.get("ann_dense_J") is not None:
+        mem = naive.get("ann_dense_with_memory_J")
+        lines.append(f"one dense ANN pass, 45 nm fp32 (comparison only): {naive['ann_dense_J']:.4g} J "
+                     "MACs" + ("" if mem is None else f", {mem:.4g} J with Lemaire memory traffic"))
+    mem = m.get("memory")
+    if mem:
+        lines.append(f"memory traffic          {mem['bytes_per_sample'] / 1024:.1f} KiB per sample "
+                     f"(Lemaire model; priced by profiles with e_mem_*, e.g. --profile ann-45nm)")
     return "\n".join(lines)

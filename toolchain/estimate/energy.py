@@ -32,7 +32,10 @@ key                        required  meaning (ENERGY.md 1)
                            devices   (NeuroBench ``Dense``); needed for cpu / gpu profiles
 ``dense_ann_macs``         no        MACs of one dense ANN pass (for the naive ANN figure)
 ``memory_accesses_64bit``  no        {"8kb" | "32kb" | "1mb": number of 64-bit accesses} --
-                                     only for profiles with e_mem_* constants
+                                     only for profiles with e_mem_* constants (the estimator
+                                     passes the Lemaire-style traffic of metrics ``memory``)
+``dense_ann_memory_...``   no        ``dense_ann_memory_accesses_64bit``: the same for one
+                                     dense ANN pass (naive comparison only)
 =========================  ========  ==========================================================
 
 A term whose constant the profile lacks is reported as ``None`` and listed in
@@ -95,7 +98,8 @@ ENTRY_REQUIRED = ("value", "unit", "basis", "marker", "source")
 
 COUNT_REQUIRED = ("synops_ac", "synops_mac", "neuron_updates_active", "neuron_updates_idle",
                   "spikes", "steps")
-COUNT_OPTIONAL = ("synops_dense", "dense_ann_macs", "memory_accesses_64bit")
+COUNT_OPTIONAL = ("synops_dense", "dense_ann_macs", "memory_accesses_64bit",
+                  "dense_ann_memory_accesses_64bit")
 
 
 class ProfileError(SpikeportError):
@@ -271,21 +275,21 @@ def _check_counts(counts: dict, profile: Profile) -> dict:
                            "explicitly for a count that is truly zero")
     out = {}
     for k, v in counts.items():
-        if k == "memory_accesses_64bit":
+        if k in ("memory_accesses_64bit", "dense_ann_memory_accesses_64bit"):
             if not isinstance(v, dict):
-                raise ProfileError("memory_accesses_64bit must map a level to a count",
+                raise ProfileError(f"{k} must map a level to a count",
                                    f"levels: {', '.join(MEMORY_LEVELS)}")
             for lvl, n in v.items():
                 if lvl not in MEMORY_LEVELS:
                     raise ProfileError(f"unknown memory level {lvl!r}",
                                        f"use one of: {', '.join(MEMORY_LEVELS)} (no "
                                        "interpolation between levels)")
-                if profile.si(f"e_mem_{lvl}") is None:
+                if k == "memory_accesses_64bit" and profile.si(f"e_mem_{lvl}") is None:
                     raise ProfileError(f"profile {profile.name!r} has no e_mem_{lvl}",
                                        "drop memory_accesses_64bit or use a profile with "
                                        "memory constants (e.g. ann-45nm)")
                 if float(n) < 0:
-                    raise ProfileError(f"negative count memory_accesses_64bit.{lvl}",
+                    raise ProfileError(f"negative count {k}.{lvl}",
                                        "counts are >= 0")
             out[k] = {lvl: float(n) for lvl, n in v.items()}
             continue
@@ -309,6 +313,10 @@ def _naive(c: dict) -> dict:
     if c.get("dense_ann_macs") is not None:
         d["ann_dense_J"] = c["dense_ann_macs"] * e_mac
         d["ann_dense_label"] = "dense ANN pass: dense_ann_macs x 4.6 pJ (fp32 MAC, 45 nm)"
+    mem = c.get("dense_ann_memory_accesses_64bit")
+    if mem and d["ann_dense_J"] is not None:
+        d["ann_dense_memory_J"] = sum(n * p.si(f"e_mem_{lvl}") for lvl, n in mem.items())
+        d["ann_dense_with_memory_J"] = d["ann_dense_J"] + d["ann_dense_memory_J"]
     return d
 
 

@@ -76,6 +76,33 @@ PASS_BINARY = (nir.Input, nir.Output, nir.Flatten, nir.Delay)   # keep a spike a
 RECOMPUTABLE = (nir.Input, nir.Output, nir.Flatten, nir.SumPool2d, nir.AvgPool2d, nir.Scale)
 HIST_BINS = 10
 
+# Memory traffic (Lemaire et al., ICONIP 2022, as counted by spikingjelly's analytical
+# energy model; ENERGY.md 4): fp32 values and weights, 64-bit accesses, and per buffer an
+# energy piecewise-linear in its size through (0, 0), (8 KB, e_8kb), (32 KB, e_32kb),
+# (1 MB, e_1mb); buffers above 1 MB are charged at the 1 MB figure (a lower bound: DRAM
+# costs 10-25x more).
+BYTES_PER_VALUE = 4
+ACCESS_BYTES = 8
+MEMORY_LEVELS = ((8 * 1024, "8kb"), (32 * 1024, "32kb"), (1024 * 1024, "1mb"))
+STATE_VARS = {"LIF": 1, "IF": 1, "CubaLIF": 2, "LI": 1, "CubaLI": 2, "I": 1, "Threshold": 0}
+
+
+def _by_level(n_bytes: float, buffer_bytes: float, acc: dict) -> None:
+    """Add n_bytes of traffic to a buffer of buffer_bytes to ``acc`` as 64-bit accesses per
+    memory level, split between the two neighbouring levels so that the energy is the
+    piecewise-linear interpolation in the buffer size."""
+    accesses = n_bytes / ACCESS_BYTES
+    size = min(float(buffer_bytes), MEMORY_LEVELS[-1][0])
+    lo, lo_name = 0.0, None
+    for hi, name in MEMORY_LEVELS:
+        if size <= hi:
+            w = (size - lo) / (hi - lo)
+            acc[name] = acc.get(name, 0.0) + accesses * w
+            if lo_name is not None and w < 1.0:
+                acc[lo_name] = acc.get(lo_name, 0.0) + accesses * (1.0 - w)
+            return
+        lo, lo_name = float(hi), name
+
 
 class _NotAvailable(Exception):
     """A node's value is neither recorded nor recomputable from recorded values."""
@@ -209,16 +236,19 @@ class _Counter:
             self.kernel = tuple(int(k) for k in w.shape[2:])
             self.args = _conv_args(node)
 
-    def ops(self, nz: np.ndarray, flat32: np.ndarray | None = None) -> np.ndarray:
-        """Events per (step, sample), float64 (T, B), from the 0/1 input nz (T, B, *in);
-        ``flat32``: nz as float32 (T*B, n_in) if the caller has it."""
+    def ops(self, nz: np.ndarray, flat32: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(events, non-zero inputs) per (step, sample), float64 (T, B) each, from the 0/1
+        input nz (T, B, *in); ``flat32``: nz as float32 (T*B, n_in) if the caller has it.
+        Two matrix-vector products (faster than one product with two columns)."""
         T, B = nz.shape[:2]
         if self.exact32:
             f = _flat32(nz) if flat32 is None else flat32
-            out = self.mm(f, self.fanout32)
+            ones = np.ones(f.shape[1], np.float32)
+            ev, cnt = self.mm(f, self.fanout32), self.mm(f, ones)
         else:
-            out = self.mm(nz.reshape(T * B, -1).astype(np.float64), self.fanout)
-        return out.astype(np.float64).reshape(T, B)
+            f = nz.reshape(T * B, -1).astype(np.float64)
+            ev, cnt = self.mm(f, self.fanout), self.mm(f, np.ones(f.shape[1]))
+        return ev.astype(np.float64).reshape(T, B), cnt.astype(np.float64).reshape(T, B)
 
     def receives(self, nz: np.ndarray, flat32: np.ndarray | None = None) -> np.ndarray:
         """Outputs that receive at least one event, bool (T, B, *out)."""
@@ -491,7 +521,8 @@ class MetricsAccumulator:
         else:
             n_out = int(np.prod(in_shape[:-1], dtype=np.int64)) * w.shape[0]
             dense = float(n_out * fan_in)
-        return {"fan_in": fan_in, "outputs": n_out, "weights": int(w.size),
+        return {"fan_in": fan_in, "inputs": int(np.prod(in_shape, dtype=np.int64)),
+                "outputs": n_out, "weights": int(w.size),
                 "nonzero_weights": int(np.count_nonzero(w)), "dense_per_step": dense,
                 "ann_macs": fan_in * n_out, "ann_flops": (2 * fan_in + 1) * n_out}
 
@@ -505,7 +536,7 @@ class MetricsAccumulator:
                           "numel": 0.0, "rate_sum": 0.0} for n in self.spiking}
         self.usage: list[np.ndarray] = []
         self.conn = {c: {"static": None, "step": z(), "eff": 0.0, "nb_ac": 0.0, "nb_mac": 0.0,
-                         "dense": 0.0} for c in self.connections}
+                         "dense": 0.0, "in_nonzero": 0.0} for c in self.connections}
         self.upd = {p: {"N": None, "dense": 0.0, "events": 0.0, "input": 0.0,
                         "input_known": True} for p in self.populations}
 
@@ -578,7 +609,8 @@ class MetricsAccumulator:
             C = self.conn[c]
             if C["static"] is None:
                 C["static"] = self._conn_static(c, inp.shape[2:])
-            ops = counter.ops(nz, nz32) * mask
+            ops, nonzero = counter.ops(nz, nz32)
+            ops = ops * mask
             C["step"] += ops.sum(1)
             C["eff"] += float(ops.sum())
             srcs = self.program.inputs[c]
@@ -588,6 +620,7 @@ class MetricsAccumulator:
             C["nb_ac"] += float((ops * spiky).sum())
             C["nb_mac"] += float((ops * ~spiky).sum())
             C["dense"] += C["static"]["dense_per_step"] * float(ts.sum())
+            C["in_nonzero"] += float((nonzero * mask).sum())
 
         # neuron updates
         for p in self.populations:
@@ -710,4 +743,59 @@ class MetricsAccumulator:
                                         else utot["active_input"] + U["input"] / n)
         out["neuron_updates"] = upd
         out["neuron_updates_total"] = utot
+        out["memory"] = self._memory(out)
         return out
+
+    def _memory(self, m: dict) -> dict:
+        """Bytes moved per sample, per connection and population, and as 64-bit accesses per
+        memory level (see ``_by_level``); the same for one dense ANN pass."""
+        b, n = BYTES_PER_VALUE, self.n
+        levels: dict[str, float] = {}
+        ann_levels: dict[str, float] = {}
+        conns, pops, large = {}, {}, []
+        ann_bytes = 0.0
+        for c in self.connections:
+            C, S = self.conn[c], self.conn[c]["static"]
+            eff = C["eff"] / n
+            row = {"input_reads": C["in_nonzero"] / n * b, "weight_reads": eff * b,
+                   "accumulator_reads_writes": 2 * eff * b,
+                   "buffers": {"input": S["inputs"] * b, "weights": S["weights"] * b,
+                               "accumulator": S["outputs"] * b}}
+            _by_level(row["input_reads"], row["buffers"]["input"], levels)
+            _by_level(row["weight_reads"], row["buffers"]["weights"], levels)
+            _by_level(row["accumulator_reads_writes"], row["buffers"]["accumulator"], levels)
+            for buf, size in row["buffers"].items():
+                if size > MEMORY_LEVELS[-1][0]:
+                    large.append(f"{c}.{buf}")
+            conns[c] = row
+            # one dense ANN pass: every input and weight read once, every output written once
+            for size in (S["inputs"] * b, S["weights"] * b, S["outputs"] * b):
+                _by_level(size, size, ann_levels)
+                ann_bytes += size
+        for p in self.populations:
+            U = self.upd[p]
+            kind = type(self.program.nodes[p]).__name__
+            k = STATE_VARS.get(kind, 1)
+            spikes = m["layers"][p]["spikes_per_sample"]["mean"] if p in m["layers"] else 0.0
+            row = {"state_variables": k, "state_reads_writes": U["dense"] / n * 2 * k * b,
+                   "spike_writes": spikes * b,
+                   "buffers": {"state": U["N"] * k * b, "spikes": U["N"] * b}}
+            _by_level(row["state_reads_writes"], row["buffers"]["state"], levels)
+            _by_level(row["spike_writes"], row["buffers"]["spikes"], levels)
+            if row["buffers"]["state"] > MEMORY_LEVELS[-1][0]:
+                large.append(f"{p}.state")
+            pops[p] = row
+        total = sum(v for r in conns.values() for k, v in r.items() if k != "buffers")
+        total += sum(r["state_reads_writes"] + r["spike_writes"] for r in pops.values())
+        return {
+            "model": "Lemaire et al. 2022 (event-driven): each non-zero input read, one weight "
+                     "read and one accumulator read+write per synaptic op, every neuron's state "
+                     "read+written every step, one write per spike; fp32, 64-bit accesses, "
+                     "energy piecewise-linear in buffer size; bias reads not counted",
+            "bytes_per_value": b, "access_bytes": ACCESS_BYTES,
+            "bytes_per_sample": total,
+            "accesses_64bit": levels,
+            "connections": conns, "populations": pops,
+            "buffers_over_1mb": large,
+            "ann_dense": {"bytes_per_sample": ann_bytes, "accesses_64bit": ann_levels},
+        }
