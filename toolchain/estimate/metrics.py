@@ -250,6 +250,26 @@ class _Counter:
             ev, cnt = self.mm(f, self.fanout), self.mm(f, np.ones(f.shape[1]))
         return ev.astype(np.float64).reshape(T, B), cnt.astype(np.float64).reshape(T, B)
 
+    def active_rows(self, nonzero: np.ndarray, f: np.ndarray, other: np.ndarray | None,
+                    other_rows: np.ndarray | None) -> np.ndarray:
+        """Dense connections: per (step, sample), the outputs that receive at least one event
+        or are set in ``other`` (the population's own spikes), without building the map:
+        every output when the step has more non-zero inputs (``nonzero``, (T, B)) than any
+        output row has zero weights, the ``other`` count (``other_rows``) when it has none,
+        and an exact product for the few steps in between. f: the 0/1 input, (T*B, n_in)."""
+        T, B = nonzero.shape
+        cnt = nonzero.reshape(-1)
+        n_out = len(self.full_rows)
+        base = np.zeros(T * B) if other_rows is None else other_rows.reshape(-1).astype(np.float64)
+        out = np.where(cnt > 0, float(n_out), base)
+        suspect = np.flatnonzero((cnt > 0) & (cnt <= self.max_zeros))
+        if suspect.size:
+            got = self.mm(f[suspect], self.wT) > 0
+            if other is not None:
+                got |= other.reshape(T * B, -1)[suspect]
+            out[suspect] = got.sum(-1)
+        return out.reshape(T, B)
+
     def receives(self, nz: np.ndarray, flat32: np.ndarray | None = None) -> np.ndarray:
         """Outputs that receive at least one event, bool (T, B, *out)."""
         T, B = nz.shape[:2]
@@ -340,12 +360,22 @@ class _Batch:
         self._conn: dict[str, tuple] = {}
         self._ones: dict[str, bool] = {}
         self._f32: dict[str, np.ndarray] = {}
+        self._rows: dict[str, np.ndarray] = {}
+        self.nonzero_in: dict[str, np.ndarray] = {}  # connection -> non-zero inputs per (t, b)
 
     def flat32(self, name: str) -> np.ndarray:
         """events(name) as a float32 (T*B, n) 0/1 matrix, the operand of counting products."""
         if name not in self._f32:
             self._f32[name] = _flat32(self.events(name))
         return self._f32[name]
+
+    def rows(self, name: str) -> np.ndarray:
+        """Non-zero elements of events(name) per (step, sample), float64 (T, B)."""
+        if name not in self._rows:
+            f = self.flat32(name)
+            self._rows[name] = self.acc.mm(f, np.ones(f.shape[1], np.float32)).astype(
+                np.float64).reshape(self.T, -1)
+        return self._rows[name]
 
     def ones_only(self, name: str) -> bool:
         """Is every non-zero value the node emits exactly 1 (binary spikes)?"""
@@ -582,7 +612,7 @@ class MetricsAccumulator:
             nz = ctx.events(name).reshape(T, B, -1)
             # a float64 row sum through BLAS (exact for spike counts)
             if ctx.ones_only(name):  # binary spikes: the sum is the count
-                s_tb = self.mm(ctx.flat32(name), np.ones(N, np.float32)).astype(np.float64).reshape(T, B) * mask
+                s_tb = ctx.rows(name) * mask
             else:
                 s_tb = s.sum(-1, dtype=np.float64) * mask
             tot = s_tb.sum(0)
@@ -610,6 +640,7 @@ class MetricsAccumulator:
             if C["static"] is None:
                 C["static"] = self._conn_static(c, inp.shape[2:])
             ops, nonzero = counter.ops(nz, nz32)
+            ctx.nonzero_in[c] = nonzero
             ops = ops * mask
             C["step"] += ops.sum(1)
             C["eff"] += float(ops.sum())
@@ -625,12 +656,28 @@ class MetricsAccumulator:
         # neuron updates
         for p in self.populations:
             U = self.upd[p]
-            ev = ctx.events_into(p).reshape(T, B, -1)
-            N = U["N"] = ev.shape[-1]
-            if isinstance(self.program.nodes[p], SPIKING):
-                ev = ev | ctx.events(p).reshape(T, B, -1)
+            spiking = isinstance(self.program.nodes[p], SPIKING)
+            srcs = self.program.inputs[p]
+            c = srcs[0][0] if len(srcs) == 1 and not srcs[0][1] else None
+            fast = (c in ctx.nonzero_in and isinstance(self.program.nodes[c], (nir.Affine, nir.Linear))
+                    and ctx.conn(c)[3] is not None)
+            if fast:  # count without building the (T, B, N) event map
+                _, _, counter, f = ctx.conn(c)
+                N = U["N"] = len(counter.full_rows) * int(np.prod(ctx.conn(c)[0].shape[2:-1], dtype=np.int64))
+                if N != len(counter.full_rows):  # an Affine over more than one axis: general path
+                    fast = False
+            if fast:
+                other = ctx.events(p) if spiking else None
+                active = counter.active_rows(ctx.nonzero_in[c], f, other,
+                                             ctx.rows(p) if spiking else None)
+                U["events"] += float((active * mask).sum())
+            else:
+                ev = ctx.events_into(p).reshape(T, B, -1)
+                N = U["N"] = ev.shape[-1]
+                if spiking:
+                    ev = ev | ctx.events(p).reshape(T, B, -1)
+                U["events"] += count_total(ev)
             U["dense"] += float(N * ts.sum())
-            U["events"] += count_total(ev)
             try:
                 U["input"] += count_total(ctx.node_input(p))
             except _NotAvailable:
