@@ -203,11 +203,14 @@ class _Counter:
     connection at one step is nz(x) . f, where the fan-out vector f (one entry per input
     element) counts the non-zero weights each input element meets across all outputs,
     padding and stride included; f = d/dx sum(conv_b(x)) with binarised weights, taken once
-    by automatic differentiation. Which outputs receive at least one event (neuron updates)
-    needs no convolution either when every weight is non-zero: an output receives an event
-    iff any input in its receptive field (within its group) is non-zero -- a window-any of
-    one channel per group. Otherwise (zero weights) the binarised connection is run. Float32
-    arithmetic on 0/1 values, exact while the counts stay below 2**24 (checked)."""
+    by automatic differentiation (dense: the column counts). Which outputs receive at least
+    one event (neuron updates) mostly needs no product either. Dense: an output misses a step
+    only if all of the step's non-zero inputs meet its zero weights, impossible when they
+    outnumber the zeros of every row; only the other steps are multiplied. Convolution whose
+    kernels have no zero: an output receives iff any input in its receptive field (within its
+    group) is non-zero -- a window-any of one channel per group; with zero weights the
+    binarised convolution is run. Float32 arithmetic on 0/1 values, exact while the counts
+    stay below 2**24 (checked)."""
 
     def __init__(self, node, in_shape: tuple, mm=_mm_numpy):
         self.node = node
