@@ -86,7 +86,7 @@ def bench_estimator(run_dir: str | Path, target: str, samples: int | None = None
     x = artifacts.run_inputs(run_dir, samples).x
     tg = get_target(target)
     art = tg.compile(graph, {})
-    program = build_program(graph)
+    program = build_program(tg.counting_graph(art) if tg.counting_graph else graph)
     binary = bool(np.all((x == 0) | (x == 1)))
     starts = range(0, x.shape[1], 128)
 

@@ -87,7 +87,8 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
         raise SpikeportError(f"--epsilon must be in [0, 1), got {eps}", "pass e.g. --epsilon 0.01")
 
     artifact = tg.compile(graph, {"allow_approximation": allow_approximation})
-    program = build_program(graph)
+    # count on the network the target runs (Loihi: integer weights, pools folded)
+    program = build_program(tg.counting_graph(artifact) if tg.counting_graph else graph)
     binary = bool(np.all((x == 0) | (x == 1)))
     acc = MetricsAccumulator(program, input_binary=binary, matmul=tg.matmul)
     chunk = x.shape[1] if tg.batch_size is None else batch_size

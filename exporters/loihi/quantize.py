@@ -90,6 +90,45 @@ class LoihiNetwork:
     def report(self) -> list[dict]:
         return [asdict(r) for r in self.reports]
 
+    def as_graph(self) -> nir.NIRGraph:
+        """The network as Loihi runs it, as a NIR graph for counting (spikeport estimate):
+        the integer weights (so a weight quantised to 0 is no synapse), pools folded into
+        their convolutions, a CUBA neuron (current and voltage) per layer. Neuron parameters
+        are placeholders: only the node types, shapes and weights are meaningful."""
+        nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(self.input_shape))}
+        edges: list[tuple[str, str]] = []
+        prev, shape = "input", tuple(self.input_shape)
+        for layer in self.layers:
+            w = np.asarray(layer.weight, dtype=np.float64)
+            if layer.conv is not None:
+                c = layer.conv
+                syn = nir.Conv2d(input_shape=shape[1:], weight=w, stride=c["stride"],
+                                 padding=c["padding"], dilation=c["dilation"],
+                                 groups=c["groups"], bias=np.zeros(w.shape[0]))
+            else:
+                if len(shape) > 1:  # the dense layer reads the flattened spikes
+                    flat = f"{layer.synapse}:flatten"
+                    nodes[flat] = nir.Flatten(input_type={"input": np.array(shape)},
+                                              start_dim=0, end_dim=-1)
+                    edges.append((prev, flat))
+                    prev = flat
+                syn = nir.Linear(weight=w)
+            nodes[layer.synapse] = syn
+            edges.append((prev, layer.synapse))
+            n = tuple(int(v) for v in layer.shape)
+            one = np.ones(n)
+            nodes[layer.name] = nir.CubaLIF(tau_syn=one, tau_mem=one, r=one, v_leak=0 * one,
+                                            v_threshold=one)
+            edges.append((layer.synapse, layer.name))
+            if layer.weight_rec is not None:
+                rec = layer.rec_synapse or f"{layer.name}:recurrent"
+                nodes[rec] = nir.Linear(weight=np.asarray(layer.weight_rec, dtype=np.float64))
+                edges += [(layer.name, rec), (rec, layer.name)]
+            prev, shape = layer.name, n
+        nodes["output"] = nir.Output(output_type=np.array(shape))
+        edges.append((prev, "output"))
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": self.dt}, type_check=False)
+
 
 def _uniform(name: str, what: str, values) -> float:
     a = np.asarray(values, dtype=np.float64).reshape(-1)

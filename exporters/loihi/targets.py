@@ -79,10 +79,11 @@ register(Target(
     name="loihi-emu", compile=_compile_emu, run=lambda net, x: emulator.run(net, x),
     supported=lambda: list(SUPPORTED), profiles=("loihi", "loihi2"),
     exactness="bit-identical to lava (fixed point)",
-    summary="batched numpy emulator of Loihi CUBA fixed-point arithmetic"))
+    summary="batched numpy emulator of Loihi CUBA fixed-point arithmetic",
+    counting_graph=lambda net: net.as_graph()))
 
 register(Target(
     name="lava", compile=_compile_lava, run=run_lava, supported=lambda: list(SUPPORTED),
     profiles=("loihi", "loihi2"), exactness="ground truth for Loihi (bit-accurate simulation)",
     summary="netx file in Lava's CPU simulator (Loihi2SimCfg, fixed point), Python 3.10 env",
-    batch_size=None))
+    batch_size=None, counting_graph=lambda art: art.net.as_graph()))
