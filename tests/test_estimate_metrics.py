@@ -146,32 +146,8 @@ def test_invalid_exit_steps_and_time_axis():
 
 
 # ---- convolution fan-out -------------------------------------------------------------------
-def _brute_force_conv_ops(x, w, stride, pad, groups, all_ones=False):
-    """Count (non-zero input, non-zero weight) pairs that reach an output, one by one."""
-    B, C, H, W = x.shape
-    O, Cg, kh, kw = w.shape
-    Ho = (H + 2 * pad - kh) // stride + 1
-    Wo = (W + 2 * pad - kw) // stride + 1
-    og = O // groups
-    n = 0
-    for b in range(B):
-        for o in range(O):
-            g = o // og
-            for i in range(Ho):
-                for j in range(Wo):
-                    for c in range(Cg):
-                        for a in range(kh):
-                            for d in range(kw):
-                                r, q = i * stride - pad + a, j * stride - pad + d
-                                if 0 <= r < H and 0 <= q < W:
-                                    xi = 1 if all_ones else x[b, g * Cg + c, r, q] != 0
-                                    wi = 1 if all_ones else w[o, c, a, d] != 0
-                                    n += int(xi and wi)
-    return n
-
-
 @pytest.mark.parametrize("stride,pad,groups", [(1, 1, 1), (2, 1, 2), (2, 0, 1)])
-def test_conv_effective_ops_match_brute_force(stride, pad, groups):
+def test_conv_effective_ops_match_brute_force(stride, pad, groups, brute_force_conv_ops):
     rng = np.random.default_rng(stride * 10 + pad + groups)
     C, O, H, W, k = 2, 4, 5, 6, 3
     w = rng.normal(size=(O, C // groups, k, k)) * (rng.random((O, C // groups, k, k)) < 0.6)
@@ -189,9 +165,9 @@ def test_conv_effective_ops_match_brute_force(stride, pad, groups):
     acc = MetricsAccumulator(prog, input_binary=True)
     acc.update(run_graph(g, x), x)
     s = acc.summary()["synops"]["conv"]
-    expected = sum(_brute_force_conv_ops(x[t], w, stride, pad, groups) for t in range(T))
+    expected = sum(brute_force_conv_ops(x[t], w, stride, pad, groups) for t in range(T))
     assert s["effective_per_sample"] * B == expected
-    dense = _brute_force_conv_ops(x[0], w, stride, pad, groups, all_ones=True)  # both samples
+    dense = brute_force_conv_ops(x[0], w, stride, pad, groups, all_ones=True)  # both samples
     assert s["dense_snn_per_sample"] == dense / B * T
     # with padding, edge inputs reach fewer outputs: the dense count is below the nominal
     # C_in/groups * k^2 per output element (= ann_macs), which counts padded positions

@@ -242,26 +242,7 @@ def test_the_written_netx_file_loads_in_netx_unmodified(tmp_path):
 
 # ------------------------------------------------- counting on the network Loihi runs
 
-def _brute_force_events(x_nz, w, stride, pad):
-    """(non-zero input, non-zero weight) pairs of one convolution, element by element."""
-    B, C, H, W = x_nz.shape
-    O, _, kh, kw = w.shape
-    Ho, Wo = (H + 2 * pad - kh) // stride + 1, (W + 2 * pad - kw) // stride + 1
-    n = 0
-    for b in range(B):
-        for o in range(O):
-            for i in range(Ho):
-                for j in range(Wo):
-                    for c in range(C):
-                        for a in range(kh):
-                            for d in range(kw):
-                                r, q = i * stride - pad + a, j * stride - pad + d
-                                if 0 <= r < H and 0 <= q < W and x_nz[b, c, r, q] and w[o, c, a, d]:
-                                    n += 1
-    return n
-
-
-def test_loihi_targets_count_the_folded_integer_network():
+def test_loihi_targets_count_the_folded_integer_network(brute_force_conv_ops):
     """On Loihi a sum pool is folded into its convolution (a 4x4 kernel at stride 2 here),
     and a weight quantised to 0 is no synapse: the estimator counts that network, which the
     float graph (3x3 conv at stride 1, then the pool) overcounts."""
@@ -282,14 +263,14 @@ def test_loihi_targets_count_the_folded_integer_network():
     acc = MetricsAccumulator(build_program(counted), input_binary=True)
     acc.update(rec, x)
     syn = acc.summary()["synops"]
-    conv_ops = sum(_brute_force_events(x[t] != 0, net.layers[0].weight, 2, 1) for t in range(T))
+    conv_ops = sum(brute_force_conv_ops(x[t], net.layers[0].weight, 2, 1, 1) for t in range(T))
     assert syn["conv"]["effective_per_sample"] * B == conv_ops
     s1 = rec.values["lif1"].reshape(T, B, -1) != 0
     fc_ops = int((s1 * (net.layers[1].weight != 0).sum(0)).sum())
     assert syn["fc"]["effective_per_sample"] * B == fc_ops
     # the same spikes counted on the float graph: more conv ops (pre-pool resolution) and
     # the quantised-away synapses
-    float_ops = sum(_brute_force_events(x[t] != 0, np.asarray(g.nodes["conv"].weight), 1, 1)
+    float_ops = sum(brute_force_conv_ops(x[t], np.asarray(g.nodes["conv"].weight), 1, 1, 1)
                     for t in range(T))
     assert float_ops > conv_ops
     fc_float = int((s1 * (np.asarray(g.nodes["fc"].weight) != 0).sum(0)).sum())
