@@ -350,7 +350,7 @@ def test_registered_as_target():
     t = get_target("onnx")
     assert t.supported() == ot.BUILDERS.names()
     assert t.exactness == "bit-identical to reference (float64)"
-    assert set(t.profiles) == {"cpu", "gpu"}
+    assert set(t.profiles) == {"cpu", "gpu", "ann-45nm"}
     g = chain([5], nir.Affine(weights((7, 5), 101), weights(7, 102, 0.1)), lif(7))
     x = binary((10, 2, 5), p=0.5)
     rec = t.run(t.compile(g, {}), x)
