@@ -713,7 +713,7 @@ def _register():
 
     register(Target(
         name="onnx", compile=compile, run=lambda a, x: run(a, x),
-        supported=BUILDERS.names, profiles=("cpu", "gpu", "ann-45nm"),
+        supported=BUILDERS.names, profiles=("cpu", "gpu", "ann-45nm"), binary_spikes=True,
         exactness="bit-identical to reference (float64)",
         summary="per-step float64 ONNX model run by onnxruntime (CPU)"))
 

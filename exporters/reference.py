@@ -380,7 +380,7 @@ def _register():
 
     register(Target(
         name="reference", compile=_compile, run=lambda p, x: simulate(p, x),
-        supported=KERNELS.names, profiles=("cpu", "gpu", "ann-45nm"),
+        supported=KERNELS.names, profiles=("cpu", "gpu", "ann-45nm"), binary_spikes=True,
         exactness="defines the semantics (float64)",
         summary="batched float64 numpy simulator of NIR semantics"))
 

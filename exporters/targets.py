@@ -31,6 +31,9 @@ class Target:
     # the library whose thread pool run() computes with ("numpy" or "torch"); the estimator
     # does its own matrix products in the same one, so no second pool spins between steps
     matmul: str = "numpy"
+    # True if every spiking node's recorded values are exactly 0 or 1 by construction (a
+    # comparison against the threshold); lets the estimator skip checking it
+    binary_spikes: bool = False
     # the network as the target runs it, for the estimator's counts (artifact -> NIR graph);
     # None: the exported graph itself
     counting_graph: Callable[[Any], nir.NIRGraph] | None = None

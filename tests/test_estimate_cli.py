@@ -124,3 +124,26 @@ def test_bench_refuses_an_unknown_estimator_target_before_timing(run_dir):
     r = invoke("bench", "--run", run_dir, "--estimator-targets", "reference,nosuch")
     assert r.exit_code != 0
     assert "nosuch" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("target", ["reference", "snntorch", "onnx", "loihi-emu"])
+def test_targets_declaring_binary_spikes_emit_only_zeros_and_ones(run_dir, target):
+    """The estimator takes Target.binary_spikes on trust (it skips a pass over every spike
+    array); this holds each built-in target to it. Lava: tests/test_e2e.py finds its spikes
+    equal to loihi-emu's, bin for bin."""
+    from exporters.targets import get_target
+    from toolchain import artifacts
+    from toolchain.validate import run_in_batches
+
+    tg = get_target(target)
+    assert tg.binary_spikes
+    graph, _ = artifacts.export_run_graph(run_dir, write=False)
+    x = artifacts.run_inputs(run_dir, 32).x
+    rec = run_in_batches(tg, tg.compile(graph, {}), x, 128)
+    assert rec.spiking
+    total = 0
+    for n in rec.spiking:
+        v = np.asarray(rec.values[n])
+        assert np.all((v == 0) | (v == 1)), n
+        total += int(v.sum())
+    assert total > 0

@@ -95,7 +95,7 @@ def bench_estimator(run_dir: str | Path, target: str, samples: int | None = None
             run_in_batches(tg, art, x[:, s:s + 128], 128)
 
     def with_metrics():
-        acc = MetricsAccumulator(program, binary, tg.matmul)
+        acc = MetricsAccumulator(program, binary, tg.matmul, tg.binary_spikes)
         for s in starts:
             xb = x[:, s:s + 128]
             acc.update(run_in_batches(tg, art, xb, 128), xb)
@@ -104,7 +104,7 @@ def bench_estimator(run_dir: str | Path, target: str, samples: int | None = None
     recordings = [run_in_batches(tg, art, x[:, s:s + 128], 128) for s in starts]
 
     def metrics_only():
-        acc = MetricsAccumulator(program, binary, tg.matmul)
+        acc = MetricsAccumulator(program, binary, tg.matmul, tg.binary_spikes)
         for rec, s in zip(recordings, starts):
             acc.update(rec, x[:, s:s + 128])
         acc.summary()

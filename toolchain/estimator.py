@@ -90,7 +90,8 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
     # count on the network the target runs (Loihi: integer weights, pools folded)
     program = build_program(tg.counting_graph(artifact) if tg.counting_graph else graph)
     binary = bool(np.all((x == 0) | (x == 1)))
-    acc = MetricsAccumulator(program, input_binary=binary, matmul=tg.matmul)
+    acc = MetricsAccumulator(program, input_binary=binary, matmul=tg.matmul,
+                             binary_spikes=tg.binary_spikes)
     chunk = x.shape[1] if tg.batch_size is None else batch_size
     outputs, exits, forced, first = [], [], [], None
     extra = {}

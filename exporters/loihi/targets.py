@@ -80,10 +80,10 @@ register(Target(
     supported=lambda: list(SUPPORTED), profiles=("loihi", "loihi2"),
     exactness="bit-identical to lava (fixed point)",
     summary="batched numpy emulator of Loihi CUBA fixed-point arithmetic",
-    counting_graph=lambda net: net.as_graph()))
+    counting_graph=lambda net: net.as_graph(), binary_spikes=True))
 
 register(Target(
     name="lava", compile=_compile_lava, run=run_lava, supported=lambda: list(SUPPORTED),
     profiles=("loihi", "loihi2"), exactness="ground truth for Loihi (bit-accurate simulation)",
     summary="netx file in Lava's CPU simulator (Loihi2SimCfg, fixed point), Python 3.10 env",
-    batch_size=None, counting_graph=lambda art: art.net.as_graph()))
+    batch_size=None, counting_graph=lambda art: art.net.as_graph(), binary_spikes=True))

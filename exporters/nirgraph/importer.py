@@ -428,7 +428,8 @@ def _register():
     register(Target(
         name="snntorch", compile=_compile, run=_run, supported=NODE_MAP.names,
         profiles=("cpu", "gpu", "ann-45nm"), exactness="bit-identical to reference (float64)",
-        summary="the graph re-imported as a torch module of snntorch neurons", matmul="torch"))
+        summary="the graph re-imported as a torch module of snntorch neurons", matmul="torch",
+        binary_spikes=True))
 
 
 _register()

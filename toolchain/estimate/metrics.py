@@ -381,9 +381,13 @@ class _Batch:
         return self._rows[name]
 
     def ones_only(self, name: str) -> bool:
-        """Is every non-zero value the node emits exactly 1 (binary spikes)?"""
+        """Is every non-zero value the node emits exactly 1 (binary spikes)? Taken on trust
+        for the spiking nodes of a target that declares binary spikes."""
         if name not in self._ones:
-            self._ones[name] = _ones_only(self.value(name), self.events(name))
+            if self.acc.binary_spikes and name in self.acc.spiking:
+                self._ones[name] = True
+            else:
+                self._ones[name] = _ones_only(self.value(name), self.events(name))
         return self._ones[name]
 
     def recorded(self, name: str) -> np.ndarray:
@@ -479,10 +483,16 @@ class _Batch:
 class MetricsAccumulator:
     """Accumulates activity metrics of one target over batches; see the module docstring."""
 
-    def __init__(self, program: Program, input_binary: bool, matmul: str = "numpy"):
+    def __init__(self, program: Program, input_binary: bool, matmul: str = "numpy",
+                 binary_spikes: bool = False):
+        """``matmul``: the library of the target's thread pool (see MATMUL).
+        ``binary_spikes``: the target guarantees that its spiking nodes emit exactly 0 or 1
+        (``Target.binary_spikes``, tested per built-in target), which spares one pass over
+        every spike array; otherwise that is checked on every batch."""
         if matmul not in MATMUL:
             raise ValueError(f"matmul must be one of {sorted(MATMUL)}, got {matmul!r}")
         self.mm = MATMUL[matmul]
+        self.binary_spikes = bool(binary_spikes)
         self.program = program
         self.input_binary = bool(input_binary)
         self.input_node = program.graph_inputs[0]
