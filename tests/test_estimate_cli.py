@@ -147,3 +147,15 @@ def test_targets_declaring_binary_spikes_emit_only_zeros_and_ones(run_dir, targe
         assert np.all((v == 0) | (v == 1)), n
         total += int(v.sum())
     assert total > 0
+
+
+def test_a_profile_with_part_of_the_memory_levels_is_refused_before_running(run_dir, tmp_path):
+    src = Path(__file__).resolve().parent.parent / "toolchain" / "estimate" / "profiles" / "ann-45nm.yaml"
+    text = src.read_text().replace("name: ann-45nm", "name: partial")
+    start = text.index("  e_mem_32kb:")
+    end = text.index("\n  e_", start + 5)
+    partial = tmp_path / "partial.yaml"
+    partial.write_text(text[:start] + text[end + 1:])
+    r = invoke("estimate", run_dir, "--target", "reference", "--profile", partial, "--cutoff", "none")
+    assert r.exit_code == 2, r.output
+    assert "e_mem_32kb" in r.stderr and "Traceback" not in r.stderr

@@ -38,6 +38,20 @@ def _output_per_step(rec) -> np.ndarray:
     return o.reshape(o.shape[0], o.shape[1], -1)
 
 
+MEMORY_CONSTANTS = ("e_mem_8kb", "e_mem_32kb", "e_mem_1mb")
+
+
+def _prices_memory(prof) -> bool:
+    """Does the profile price memory accesses? All three levels or none (the traffic is
+    interpolated between them)."""
+    have = [c for c in MEMORY_CONSTANTS if prof.si(c) is not None]
+    if have and len(have) < len(MEMORY_CONSTANTS):
+        missing = ", ".join(c for c in MEMORY_CONSTANTS if c not in have)
+        raise SpikeportError(f"profile {prof.name!r} prices some memory levels but lacks {missing}",
+                             "give all of e_mem_8kb, e_mem_32kb and e_mem_1mb, or none")
+    return bool(have)
+
+
 def calibrate(run_dir: Path, T: int, epsilon: float, samples: int | None, batch_size: int) -> dict:
     """Top-K thresholds from the reference target on the run's training split; cached."""
     path = run_dir / TOPK_FILE
@@ -69,6 +83,8 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
     tg = get_target(target)
     profiles = [profile] if profile else list(tg.profiles)
     loaded = {p: load_profile(p) for p in profiles}  # bad profile: fail before running anything
+    for prof in loaded.values():
+        _prices_memory(prof)
     x, y = inputs.x, inputs.y
     T = x.shape[0]
     thresholds = None
@@ -137,10 +153,9 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
 
     def with_memory(prof) -> dict:
         """The Lemaire-style memory traffic, for profiles that price memory accesses."""
-        if all(prof.si(f"e_mem_{lvl}") is not None for lvl in mem["accesses_64bit"]) \
-                and any(prof.si(f"e_mem_{lvl}") is not None for lvl in ("8kb", "32kb", "1mb")):
-            return {**counts, "memory_accesses_64bit": mem["accesses_64bit"]}
-        return counts
+        if not _prices_memory(prof):
+            return counts
+        return {**counts, "memory_accesses_64bit": mem["accesses_64bit"]}
 
     energies = {p: energy(with_memory(prof), prof) for p, prof in loaded.items()}
     main = profiles[0]
