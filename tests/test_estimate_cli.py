@@ -159,3 +159,23 @@ def test_a_profile_with_part_of_the_memory_levels_is_refused_before_running(run_
     r = invoke("estimate", run_dir, "--target", "reference", "--profile", partial, "--cutoff", "none")
     assert r.exit_code == 2, r.output
     assert "e_mem_32kb" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_loihi_emulator_charges_neuron_updates_by_input_or_state(run_dir):
+    """On loihi-emu the active neuron updates are the contract's (non-zero input or state
+    before the update, recorded by the emulator); the float reference cannot tell and uses
+    non-zero input current. Active + idle = dense either way."""
+    emu = json.loads(invoke("estimate", run_dir, "--target", "loihi-emu", "--profile", "loihi",
+                            "--cutoff", "none", "--json").stdout)
+    ref = json.loads(invoke("estimate", run_dir, "--target", "reference", "--cutoff", "none",
+                            "--json").stdout)
+    c = emu["counts"]
+    dense = c["neuron_updates_active"] + c["neuron_updates_idle"]
+    assert 0 < c["neuron_updates_active"] <= dense
+    est = json.loads((run_dir / "estimate-loihi-emu.json").read_text())
+    nu = est["metrics"]["neuron_updates_total"]
+    assert nu["active_state"] == c["neuron_updates_active"]
+    assert nu["dense"] == pytest.approx(dense)
+    ref_nu = json.loads((run_dir / "estimate-reference.json").read_text())["metrics"]["neuron_updates_total"]
+    assert ref_nu["active_state"] is None
+    assert ref["counts"]["neuron_updates_active"] == ref_nu["active_input"]

@@ -275,3 +275,28 @@ def test_loihi_targets_count_the_folded_integer_network(brute_force_conv_ops):
     assert float_ops > conv_ops
     fc_float = int((s1 * (np.asarray(g.nodes["fc"].weight) != 0).sum(0)).sum())
     assert fc_float > fc_ops
+
+
+def test_emulator_activity_marks_input_or_state_before_the_update():
+    """ENERGY.md 1.5: an update is active when the neuron has non-zero input or non-zero
+    state (current, voltage) before it. One input spike to neuron 0 at step 0: neuron 0 is
+    active at step 0 (input) and then while its decaying state is non-zero; neuron 1 (no
+    weight from that input, no bias) never is."""
+    net = quantize(chain(nir.Linear(np.array([[1.0, 0.0], [0.0, 1.0]])),
+                         cuba(2, tau_syn=2e-4, tau_mem=3e-4, thr=50.0), n_in=2))
+    T = 40
+    x = np.zeros((T, 1, 2))
+    x[0, 0, 0] = 1.0
+    rec = emulator.run(net, x, membranes=True, activity=True)
+    act = rec.active["n1"][:, 0]
+    assert act[0, 0] and not act[:, 1].any()
+    assert np.all(rec.values["n1"] == 0)  # threshold far away: state only decays
+    v = rec.membranes["n1"][:, 0, 0]
+    # active at t > 0 exactly while the state entering t was non-zero; the voltage decays to
+    # exactly 0 in integer arithmetic, after which the neuron idles
+    last = int(np.flatnonzero(act[:, 0]).max())
+    assert 1 <= last < T - 1 and v[last - 1] != 0 and not act[last + 1:, 0].any()
+    assert np.all(act[:last + 1, 0])
+    silent = emulator.run(net, np.zeros((5, 2, 2)), activity=True)
+    assert not silent.active["n1"].any()
+    assert emulator.run(net, x).active == {}  # recorded only on request

@@ -16,6 +16,7 @@ p = 0.3 switched on; spikeport's models have no dropout, so calibration is deter
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -108,12 +109,13 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
     binary = bool(np.all((x == 0) | (x == 1)))
     acc = MetricsAccumulator(program, input_binary=binary, matmul=tg.matmul,
                              binary_spikes=tg.binary_spikes)
+    runner = dataclasses.replace(tg, run=tg.run_counting) if tg.run_counting else tg
     chunk = x.shape[1] if tg.batch_size is None else batch_size
     outputs, exits, forced, first = [], [], [], None
     extra = {}
     for start in range(0, x.shape[1], chunk):
         xb = x[:, start:start + chunk]
-        rec = run_in_batches(tg, artifact, xb, batch_size)
+        rec = run_in_batches(runner, artifact, xb, batch_size)
         o = _output_per_step(rec)
         if cutoff == "topk":
             t, f = co.apply_topk(o, thresholds["thresholds"], return_forced=True)
@@ -143,7 +145,10 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
         Y = np.cumsum(o, 0)
         report["accuracy_at_step"] = [float((Y[k].argmax(-1) == y).mean()) for k in range(T)]
     tot, upd = m["synops_total"], m["neuron_updates_total"]
-    active = upd["active_input"] if upd["active_input"] is not None else upd["active_events"]
+    # the contract's definition where the target can tell (non-zero input or state), else
+    # non-zero input current (float targets), else the event-based lower bound
+    active = next(v for v in (upd["active_state"], upd["active_input"], upd["active_events"])
+                  if v is not None)
     counts = {"synops_ac": tot["ac"], "synops_mac": tot["mac"], "synops_dense": tot["dense_snn"],
               "dense_ann_macs": tot["ann_macs"], "neuron_updates_active": active,
               "neuron_updates_idle": upd["dense"] - active, "spikes": m["spikes_per_sample"],

@@ -5,7 +5,8 @@ the values are spikes (0/1), for LI / CubaLI / I nodes the membrane, for synapse
 their output. ``spiking`` lists the spiking nodes in program order, ``output`` names the
 graph's output node. ``delay`` is the number of steps by which this target's time axis
 lags the model's (0 for float targets; one per layer on Loihi, SEMANTICS.md 8), so that
-``aligned(name)`` gives values on the model's time axis.
+``aligned(name)`` gives values on the model's time axis. ``active`` (optional, same time axis
+as ``values``) marks the (step, neuron) updates that had non-zero input or state.
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ class Recording:
     dt: float
     membranes: dict[str, np.ndarray] = field(default_factory=dict)
     delay: dict[str, int] = field(default_factory=dict)
+    # per population, (T, B, ...) bool: the update had non-zero input or non-zero state
+    # (recorded on request by targets that can tell, e.g. the Loihi emulator)
+    active: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def output_values(self) -> np.ndarray:

@@ -31,7 +31,9 @@ def run_in_batches(target, artifact, x: np.ndarray, batch_size: int) -> Recordin
     parts = [target.run(artifact, x[:, s:s + size]) for s in range(0, n, size)]
     first = parts[0]
     values = {k: np.concatenate([p.values[k] for p in parts], 1) for k in first.values}
-    return Recording(values, first.output, first.spiking, first.dt, delay=dict(first.delay))
+    active = {k: np.concatenate([p.active[k] for p in parts], 1) for k in first.active}
+    return Recording(values, first.output, first.spiking, first.dt, delay=dict(first.delay),
+                     active=active)
 
 
 def validate(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None, targets: list[str],

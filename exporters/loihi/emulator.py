@@ -35,15 +35,20 @@ def _wrap(u: np.ndarray) -> np.ndarray:
     return np.where(u <= -HALF, u + 2 * HALF, u)
 
 
-def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False) -> Recording:
-    """x (T, B, *input_shape) binary spikes -> Recording of every population's spikes."""
+def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False,
+        activity: bool = False) -> Recording:
+    """x (T, B, *input_shape) binary spikes -> Recording of every population's spikes.
+
+    ``activity``: also record, per (step, neuron), whether the update had work to do --
+    non-zero input (synaptic or bias) or non-zero state (current or voltage) before the
+    update (ENERGY.md 1.5) -- in ``Recording.active``, for the estimator."""
     x = np.asarray(x)
     T, B = x.shape[:2]
     if not np.all((x == 0) | (x == 1)):
         raise GraphError("the Loihi targets take binary input spikes, got analog values",
                          "use a spiking encoder (rate, latency or delta), not direct analog input")
     s = x.astype(np.int64)  # (T, B, *input_shape)
-    values, mems = {}, {}
+    values, mems, active = {}, {}, {}
     for layer in net.layers:
         if layer.conv is not None:
             c = layer.conv
@@ -61,11 +66,15 @@ def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False) -> Recording:
         vth = np.int64(layer.v_th_mant) << 6
         out = np.zeros((T, B, *shape), np.int64)
         vs = np.zeros((T, B, *shape), np.int64) if membranes else None
+        act = np.zeros((T, B, *shape), bool) if activity else None
+        has_bias = np.broadcast_to(bias != 0, shape) if activity else None
         prev = np.zeros((B, *shape), np.int64)
         for t in range(T):
             a = a_ff[t]
             if layer.weight_rec is not None:
                 a = a + prev @ layer.weight_rec.T  # recurrent Dense: previous step's spikes
+            if activity:
+                act[t] = (a != 0) | (u != 0) | (v != 0) | has_bias
             u = _wrap(_decay(u, layer.i_decay) + (a << 6))
             v = np.clip(_decay(v, layer.v_decay) + u + bias, -HALF + 1, HALF - 1)
             z = v > vth
@@ -77,6 +86,8 @@ def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False) -> Recording:
         values[layer.name] = out.astype(np.float64)
         if membranes:
             mems[layer.name] = vs
+        if activity:
+            active[layer.name] = act
         s = out
     spiking = [l.name for l in net.layers]
-    return Recording(values, net.output, spiking, net.dt, mems)
+    return Recording(values, net.output, spiking, net.dt, mems, active=active)

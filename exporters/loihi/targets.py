@@ -80,7 +80,8 @@ register(Target(
     supported=lambda: list(SUPPORTED), profiles=("loihi", "loihi2"),
     exactness="bit-identical to lava (fixed point)",
     summary="batched numpy emulator of Loihi CUBA fixed-point arithmetic",
-    counting_graph=lambda net: net.as_graph(), binary_spikes=True))
+    counting_graph=lambda net: net.as_graph(), binary_spikes=True,
+    run_counting=lambda net, x: emulator.run(net, x, activity=True)))
 
 register(Target(
     name="lava", compile=_compile_lava, run=run_lava, supported=lambda: list(SUPPORTED),

@@ -581,7 +581,8 @@ class MetricsAccumulator:
         self.conn = {c: {"static": None, "step": z(), "eff": 0.0, "nb_ac": 0.0, "nb_mac": 0.0,
                          "dense": 0.0, "in_nonzero": 0.0} for c in self.connections}
         self.upd = {p: {"N": None, "dense": 0.0, "events": 0.0, "input": 0.0,
-                        "input_known": True} for p in self.populations}
+                        "input_known": True, "state": 0.0, "state_known": True}
+                    for p in self.populations}
 
     def update(self, rec: Recording, x: np.ndarray, exit_steps: np.ndarray | None = None) -> None:
         x = np.asarray(x)
@@ -695,6 +696,15 @@ class MetricsAccumulator:
                 U["input"] += count_total(ctx.node_input(p))
             except _NotAvailable:
                 U["input_known"] = False
+            if p in rec.active:  # the target's own (step, neuron) activity: input or state
+                a = np.asarray(rec.active[p])
+                d = rec.delay.get(p, 0)
+                a = a[d:] if d else a
+                if a.shape[0] < T:
+                    a = np.concatenate([a, np.zeros((T - a.shape[0], *a.shape[1:]), bool)])
+                U["state"] += count_total(a[:T])
+            else:
+                U["state_known"] = False
         self.n += B
 
     # ---- report ---------------------------------------------------------------------------
@@ -716,6 +726,9 @@ class MetricsAccumulator:
                 "active_events": "(neuron, step) with >= 1 incoming synaptic event or a spike",
                 "active_input": "(neuron, step) with non-zero input current; null if the "
                                 "target did not record the population's input",
+                "active_state": "(neuron, step) with non-zero input or non-zero state before "
+                                "the update (ENERGY.md 1.5), as the target recorded it "
+                                "(Recording.active); null where the target cannot tell",
             },
             "input": {"events_per_step": (self.input_step / n).tolist(),
                       "events_per_sample": float(self.input_step.sum() / n)},
@@ -790,17 +803,22 @@ class MetricsAccumulator:
         out["synops"] = syn
         out["synops_total"] = total
 
-        upd, utot = {}, {"dense": 0.0, "active_events": 0.0, "active_input": 0.0}
+        upd, utot = {}, {"dense": 0.0, "active_events": 0.0, "active_input": 0.0,
+                         "active_state": 0.0}
         for p in self.populations:
             U = self.upd[p]
             upd[p] = {"neurons": U["N"], "dense_per_sample": U["dense"] / n,
                       "active_events_per_sample": U["events"] / n,
-                      "active_input_per_sample": U["input"] / n if U["input_known"] else None}
+                      "active_input_per_sample": U["input"] / n if U["input_known"] else None,
+                      "active_state_per_sample": U["state"] / n if U["state_known"] else None}
             utot["dense"] += U["dense"] / n
             utot["active_events"] += U["events"] / n
             if utot["active_input"] is not None:
                 utot["active_input"] = (None if not U["input_known"]
                                         else utot["active_input"] + U["input"] / n)
+            if utot["active_state"] is not None:
+                utot["active_state"] = (None if not U["state_known"]
+                                        else utot["active_state"] + U["state"] / n)
         out["neuron_updates"] = upd
         out["neuron_updates_total"] = utot
         out["memory"] = self._memory(out)
