@@ -192,13 +192,8 @@ class Ctx:
         return s
 
 
-def builder(*node_types):
-    """Register ``cls.build(ctx, node, x, shape) -> (y, out_shape)`` for these NIR classes."""
-    def deco(cls):
-        for t in node_types:
-            BUILDERS.add(t.__name__, cls, (cls.__doc__ or "").strip().splitlines()[0])
-        return cls
-    return deco
+# @builder(nir.X, ...) registers ``cls.build(ctx, node, x, shape) -> (y, out_shape)``
+builder = BUILDERS.for_types
 
 
 def _arr(v):

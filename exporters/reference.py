@@ -32,12 +32,7 @@ class Kernel:
         raise NotImplementedError
 
 
-def kernel(*node_types):
-    def deco(cls):
-        for t in node_types:
-            KERNELS.add(t.__name__, cls, (cls.__doc__ or "").strip().splitlines()[0])
-        return cls
-    return deco
+kernel = KERNELS.for_types  # @kernel(nir.LIF, ...) on a Kernel class
 
 
 def _arr(v):

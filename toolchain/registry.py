@@ -36,6 +36,20 @@ class Registry(Generic[T]):
 
         return deco
 
+    def for_types(self, *types: type, wrap: Callable | None = None) -> Callable:
+        """Decorator registering one object under the class name of each of ``types`` (NIR
+        node or torch module classes), summarised by the first line of its docstring;
+        ``wrap(type, obj)`` stores something derived from the object instead."""
+
+        def deco(obj):
+            doc = (getattr(obj, "__doc__", None) or "").strip()
+            summary = doc.splitlines()[0] if doc else ""
+            for t in types:
+                self.add(t.__name__, wrap(t, obj) if wrap else obj, summary)
+            return obj
+
+        return deco
+
     def add(self, name: str, obj: T, summary: str = "") -> None:
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} registered twice")

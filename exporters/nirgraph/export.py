@@ -52,13 +52,7 @@ def _population(value, shape, dtype=np.float64) -> np.ndarray:
 
 def handler(*types):
     """Register ``fn(module, name, in_shape, ctx) -> (nir_node | None, out_shape)``."""
-
-    def deco(fn):
-        for t in types:
-            HANDLERS.add(t.__name__, (t, fn), fn.__doc__.strip().splitlines()[0])
-        return fn
-
-    return deco
+    return HANDLERS.for_types(*types, wrap=lambda t, fn: (t, fn))
 
 
 @handler(nn.Linear, LoihiQuantLinear)

@@ -34,12 +34,7 @@ def _t(v) -> torch.Tensor:
     return torch.tensor(np.array(v, dtype=np.float64), dtype=DTYPE)
 
 
-def maps(*types):
-    def deco(fn):
-        for t in types:
-            NODE_MAP.add(t.__name__, fn, fn.__doc__.strip().splitlines()[0])
-        return fn
-    return deco
+maps = NODE_MAP.for_types  # @maps(nir.X, ...) on fn(node, dt) -> torch module
 
 
 class Gain(nn.Module):
