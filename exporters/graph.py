@@ -192,6 +192,16 @@ def pair(v) -> tuple[int, int]:
     return (int(v[0]), int(v[-1])) if v.size <= 2 else (int(v[0]), int(v[1]))
 
 
+def torch_conv_args(node) -> dict:
+    """stride, padding, dilation and groups of a NIR Conv1d / Conv2d node as torch's conv
+    functions and modules take them (ints for 1-d, pairs for 2-d; "same" / "valid" kept)."""
+    one_d = isinstance(node, nir.Conv1d)
+    conv = (lambda v: int(np.atleast_1d(v)[0])) if one_d else pair
+    padding = node.padding if isinstance(node.padding, str) else conv(node.padding)
+    return {"stride": conv(node.stride), "padding": padding, "dilation": conv(node.dilation),
+            "groups": int(node.groups)}
+
+
 def summed_input(program: Program, name: str, cur: dict, prev: dict):
     """The input of ``name`` at this step: the sum of its incoming edges, in edge order;
     a cycle-closing edge delivers the source's previous-step value (absent at the first step).

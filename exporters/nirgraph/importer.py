@@ -20,7 +20,7 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from exporters.graph import Program, build_program, pair, summed_input
+from exporters.graph import Program, build_program, pair, summed_input, torch_conv_args
 from toolchain import units
 from toolchain.errors import GraphError
 from toolchain.record import Recording
@@ -224,27 +224,13 @@ def _scale(node, dt):
     return ScaleNode(node.scale)
 
 
-@maps(nir.Conv2d)
-def _conv2d(node, dt):
-    """torch.nn.Conv2d"""
+@maps(nir.Conv2d, nir.Conv1d)
+def _conv(node, dt):
+    """torch.nn.Conv2d / Conv1d"""
     w = np.asarray(node.weight)
-    pad = node.padding if isinstance(node.padding, str) else pair(node.padding)
-    m = nn.Conv2d(w.shape[1] * node.groups, w.shape[0], w.shape[2:], stride=pair(node.stride),
-                  padding=pad, dilation=pair(node.dilation), groups=int(node.groups), dtype=DTYPE)
-    with torch.no_grad():
-        m.weight.copy_(_t(w))
-        m.bias.copy_(_t(node.bias))
-    return m
-
-
-@maps(nir.Conv1d)
-def _conv1d(node, dt):
-    """torch.nn.Conv1d"""
-    w = np.asarray(node.weight)
-    one = lambda v: int(np.atleast_1d(v)[0])
-    pad = node.padding if isinstance(node.padding, str) else one(node.padding)
-    m = nn.Conv1d(w.shape[1] * node.groups, w.shape[0], w.shape[2], stride=one(node.stride),
-                  padding=pad, dilation=one(node.dilation), groups=int(node.groups), dtype=DTYPE)
+    args = torch_conv_args(node)
+    cls = nn.Conv1d if isinstance(node, nir.Conv1d) else nn.Conv2d
+    m = cls(w.shape[1] * args["groups"], w.shape[0], w.shape[2:], dtype=DTYPE, **args)
     with torch.no_grad():
         m.weight.copy_(_t(w))
         m.bias.copy_(_t(node.bias))

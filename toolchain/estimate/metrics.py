@@ -65,7 +65,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from exporters.graph import SPIKING, Program, pair
+from exporters.graph import SPIKING, Program, pair, torch_conv_args
 from exporters.reference import KERNELS
 from toolchain.errors import GraphError
 from toolchain.record import Recording
@@ -137,18 +137,6 @@ def _stats(a: np.ndarray) -> dict:
             "min": float(a.min()), "max": float(a.max())}
 
 
-def _conv_args(node) -> dict:
-    """torch keyword arguments of a NIR Conv1d / Conv2d node."""
-    one_d = isinstance(node, nir.Conv1d)
-    if isinstance(node.padding, str):
-        padding = node.padding
-    else:
-        padding = int(np.atleast_1d(node.padding)[0]) if one_d else pair(node.padding)
-    conv = (lambda v: int(np.atleast_1d(v)[0])) if one_d else pair
-    return {"stride": conv(node.stride), "padding": padding, "dilation": conv(node.dilation),
-            "groups": int(node.groups)}
-
-
 def _run(node, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A connection node with weights ``w`` and no bias on x (batch, *in), float32."""
     if isinstance(node, (nir.Affine, nir.Linear)):
@@ -156,7 +144,7 @@ def _run(node, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     conv = F.conv1d if isinstance(node, nir.Conv1d) else F.conv2d
     with warnings.catch_warnings():  # torch notes that asymmetric "same" padding copies the input
         warnings.filterwarnings("ignore", message="Using padding='same'")
-        return conv(x, w, None, **_conv_args(node))
+        return conv(x, w, None, **torch_conv_args(node))
 
 
 def _mm_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -237,7 +225,7 @@ class _Counter:
         if self.conv:
             self.groups = int(node.groups)
             self.kernel = tuple(int(k) for k in w.shape[2:])
-            self.args = _conv_args(node)
+            self.args = torch_conv_args(node)
 
     def ops(self, nz: np.ndarray, flat32: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(events, non-zero inputs) per (step, sample), float64 (T, B) each, from the 0/1
