@@ -105,18 +105,18 @@ def build_program(graph: nir.NIRGraph, dt: float | None = None) -> Program:
     for s, d in edges:
         preds[d].append(s)
         succs[s].append(d)
-    top_inputs = [n for n in nodes if "." not in n and isinstance(nodes[n], nir.Input)]
-    if not top_inputs:
-        top_inputs = [n for n in nodes if not preds[n]]
-    if len(top_inputs) != 1:
-        raise GraphError(f"the graph has {len(top_inputs)} inputs ({', '.join(top_inputs) or 'none'})",
-                         "spikeport runs graphs with exactly one Input node")
-    top_outputs = [n for n in nodes if "." not in n and isinstance(nodes[n], nir.Output)]
-    if not top_outputs:
-        top_outputs = [n for n in nodes if not succs[n]]
-    if len(top_outputs) != 1:
-        raise GraphError(f"the graph has {len(top_outputs)} outputs ({', '.join(top_outputs) or 'none'})",
-                         "spikeport runs graphs with exactly one Output node")
+    def the_one(cls, links, what):
+        """The graph's single top-level Input / Output node (else the one node without
+        incoming / outgoing edges)."""
+        found = [n for n in nodes if "." not in n and isinstance(nodes[n], cls)]
+        found = found or [n for n in nodes if not links[n]]
+        if len(found) != 1:
+            raise GraphError(f"the graph has {len(found)} {what}s ({', '.join(found) or 'none'})",
+                             f"spikeport runs graphs with exactly one {cls.__name__} node")
+        return found
+
+    top_inputs = the_one(nir.Input, preds, "input")
+    top_outputs = the_one(nir.Output, succs, "output")
 
     # Depth-first post-order from the input; reversed, it is a topological order of the
     # graph without its back edges.

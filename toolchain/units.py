@@ -147,3 +147,11 @@ def loihi_layer_scale(limits: list[float], threshold: float) -> float:
     if not np.isfinite(s):
         s = 64.0
     return float(np.floor(threshold * s * (1 + 1e-6)) / threshold)
+
+
+# ---- SI scale of the units energy profiles are written in (ENERGY.md 3) -------------------
+SI_SCALE = {
+    "energy": {"pJ": 1e-12, "nJ": 1e-9, "uJ": 1e-6, "mJ": 1e-3, "J": 1.0},
+    "power": {"mW": 1e-3, "W": 1.0},
+    "time": {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0},
+}

@@ -51,16 +51,13 @@ from pathlib import Path
 
 import yaml
 
+from toolchain import units
 from toolchain.errors import SpikeportError, UnknownNameError
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 NAIVE_PROFILE = "ann-45nm"
 
-UNITS = {
-    "energy": {"pJ": 1e-12, "nJ": 1e-9, "uJ": 1e-6, "mJ": 1e-3, "J": 1.0},
-    "power": {"mW": 1e-3, "W": 1.0},
-    "time": {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0},
-}
+UNITS = units.SI_SCALE  # quantity kind -> unit -> SI factor
 # constant name -> (quantity kind, used by the model)
 CONSTANTS = {
     "e_synop": ("energy", True),
