@@ -50,7 +50,10 @@ What is counted (t*_b = exit step of sample b, 1-based; every count uses only t 
   bias currents and to a non-zero membrane without input, so a lower bound of the contract's
   "non-zero input or non-zero state"; ``active_input`` = pairs with non-zero input current
   (sum of the population's sources, bias included), only when the target recorded (or the
-  pass-throughs allow recomputing) those sources -- float targets -- else ``None``.
+  pass-throughs allow recomputing) those sources -- float targets -- else ``None``;
+  ``active_state`` = the contract's definition, (neuron, step) pairs with non-zero input or
+  non-zero state before the update, counted from the target's own ``Recording.active``
+  (loihi-emu records it on request), else ``None``.
 
 A :class:`~toolchain.record.Recording` with a per-node ``delay`` is read on the model's time
 axis (``aligned``), zero-padded at the end to T steps.
