@@ -394,13 +394,32 @@ def _conv2d(w, **kw):
     return nir.Conv2d(weight=w, **args)
 
 
-@pytest.mark.parametrize("case", ["dense-full", "dense-zeros", "conv-full", "conv-zeros",
+def _counts(counter, nz):
+    """The counter's (events, non-zero inputs, receiving outputs, active outputs per row)
+    for a bool input map nz (T, B, *in), as the estimator calls it."""
+    from toolchain.estimate.metrics import _mm_numpy, _Rows
+    T, B = nz.shape[:2]
+    rows = _Rows(nz, T * B, _mm_numpy)
+    nonzero = rows.count()
+    ops = counter.ops(rows, nonzero).reshape(T, B)
+    receives = counter.receives(nz, rows, nonzero)
+    active = counter.active_rows(nonzero, rows, None, None).reshape(T, B) if (
+        not counter.conv and rows.n == counter.in_shape[-1]) else None
+    return ops, nonzero.reshape(T, B), receives, active
+
+
+@pytest.mark.parametrize("case", ["dense-full", "dense-zeros", "dense-wide-spread", "dense-multiword",
+                                  "affine-two-axes", "conv-full", "conv-zeros",
                                   "conv-groups-stride-dilation", "conv-same", "conv1d-full",
                                   "conv1d-zeros"])
 def test_counter_matches_binarised_reference(case):
-    from toolchain.estimate.metrics import _Counter
+    """Events, non-zero inputs and receiving outputs of every counting path -- dense by
+    popcounts (fan-outs within 4 bits of each other) or by a product (wider spread), inputs
+    of one and of several 64-bit words, an Affine over two axes, convolutions with and
+    without zero weights -- equal the binarised connection run by the reference kernels."""
+    from toolchain.estimate.metrics import _MAX_FANOUT_BITS, _Counter
     rng = np.random.default_rng(len(case))
-    sparse = "zeros" in case
+    sparse = "zeros" in case or case in ("dense-wide-spread", "dense-multiword", "affine-two-axes")
     T, B = 3, 4
 
     def weights(shape):
@@ -410,7 +429,16 @@ def test_counter_matches_binarised_reference(case):
             w.reshape(shape[0], -1)[0] = 0.0  # one output with no synapse at all
         return w
 
-    if case.startswith("dense"):
+    if case == "dense-wide-spread":  # column i has about i zeros: fan-outs spread over 40
+        w = weights((40, 70))
+        w[:, 40:] = 1.0
+        w[np.arange(40)[:, None] < np.arange(70)[None, :] % 40] = 0.0
+        node, in_shape = nir.Linear(weight=w), (70,)
+    elif case == "dense-multiword":
+        node, in_shape = nir.Linear(weight=weights((3, 150))), (150,)
+    elif case == "affine-two-axes":
+        node, in_shape = nir.Affine(weight=weights((4, 5)), bias=np.zeros(4)), (3, 5)
+    elif case.startswith("dense"):
         node, in_shape = nir.Linear(weight=weights((7, 5))), (5,)
     elif case == "conv-groups-stride-dilation":
         node, in_shape = _conv2d(weights((6, 2, 3, 3)), stride=2, padding=2, dilation=2, groups=2), (4, 9, 8)
@@ -422,17 +450,23 @@ def test_counter_matches_binarised_reference(case):
                                     groups=1, bias=np.zeros(4)), (2, 9)
     else:
         node, in_shape = _conv2d(weights((5, 3, 3, 3)), stride=1, padding=1), (3, 6, 6)
-    nz = rng.random((T, B, *in_shape)) < 0.3
+    nz = rng.random((T, B, *in_shape)) < (0.03 if case == "dense-wide-spread" else 0.3)
     nz[0, 0] = True   # every input non-zero
     nz[1, 1] = False  # no input at all
     ref = _binarised_reference(node, nz)
     counter = _Counter(node, in_shape)
     assert counter.full_rows.all() == (not sparse)
-    ops, nonzero = counter.ops(nz)
+    if case == "dense-wide-spread":
+        assert counter.fan_masks is None  # counted by the float32 product
+    elif not counter.conv:
+        assert counter.fan_masks is not None and len(counter.fan_masks) <= _MAX_FANOUT_BITS
+    ops, nonzero, receives, active = _counts(counter, nz)
     np.testing.assert_array_equal(ops, ref.reshape(T, B, -1).sum(-1))
     np.testing.assert_array_equal(nonzero, nz.reshape(T, B, -1).sum(-1))
-    np.testing.assert_array_equal(counter.receives(nz), ref > 0)
-    assert not counter.receives(nz)[1, 1].any()
+    np.testing.assert_array_equal(receives, ref > 0)
+    if active is not None:
+        np.testing.assert_array_equal(active, (ref > 0).reshape(T, B, -1).sum(-1))
+    assert not receives[1, 1].any()
     assert ops[0, 0] > 0 and ops[1, 1] == 0
 
 
@@ -462,7 +496,7 @@ def test_dense_receives_when_active_inputs_outnumber_zero_weights():
     nz[0, 2, [0, 2]] = True       # one of them reaches output 0
     nz[0, 3, [2, 3, 4]] = True    # more active inputs than zeros: every output receives
     nz[0, 5, [1]] = True
-    got = _Counter(node, (6,)).receives(nz)
+    got = _counts(_Counter(node, (6,)), nz)[2]
     np.testing.assert_array_equal(got, _binarised_reference(node, nz) > 0)
     np.testing.assert_array_equal(got[0, :, 0], [False, False, True, True, False, False])
     np.testing.assert_array_equal(got[0, :, 1], [True, True, True, True, False, True])

@@ -27,9 +27,9 @@ What is counted (t*_b = exit step of sample b, 1-based; every count uses only t 
   sum of the output of the connection run with binarised weights (w != 0 -> 1) and zero bias on
   the binarised input (x != 0 -> 1) -- NeuroBench's definition, exact for convolutions with
   padding and stride. Bias is not an op. Computed without running the connection: the sum
-  is nz(x) . f with the per-input fan-out vector f of :class:`_Counter` (one matrix-vector
-  product per batch; tests compare it with the binarised connection run by the reference
-  kernels).
+  is nz(x) . f with the per-input fan-out vector f of :class:`_Counter` (dense: popcounts of
+  the bit-packed input map, convolutions: one matrix-vector product per batch; tests compare
+  it with the binarised connection run by the reference kernels).
   *AC vs MAC from the graph*: AC iff the connection has exactly one incoming edge and that
   source is, through Input/Output/Flatten/Delay pass-throughs, a spiking node or the graph
   input with ``input_binary=True``; otherwise MAC (analog input, pooled / scaled currents,
@@ -61,6 +61,7 @@ axis (``aligned``), zero-padded at the end to T steps.
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 
 import nir
@@ -114,6 +115,9 @@ class _NotAvailable(Exception):
 # Counting runs in float32: a count of (non-zero input, non-zero weight) pairs per output
 # element is an integer no larger than the fan-in, exact in float32 below 2**24.
 _EXACT_F32 = 2 ** 24
+# a dense connection counts its events by popcounts, one per bit of the spread of its
+# fan-outs, when that spread has at most this many bits (else by a float32 product)
+_MAX_FANOUT_BITS = 4
 
 
 def _shift(v: np.ndarray) -> np.ndarray:
@@ -166,21 +170,65 @@ def _mm_torch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 MATMUL = {"numpy": _mm_numpy, "torch": _mm_torch}
 
 
-def _flat32(a: np.ndarray) -> np.ndarray:
-    """(T, B, ...) -> (T*B, n) float32 of a != 0 (0/1), the operand of the counting products."""
-    T, B = a.shape[:2]
-    a = a.reshape(T * B, -1)
-    return (a if a.dtype == bool else a != 0).astype(np.float32)
+def _pack(nz: np.ndarray) -> np.ndarray:
+    """Bool rows (R, n) -> uint64 words (R, ceil(n / 64)): each row's bits packed, zero-padded."""
+    packed = np.packbits(nz, axis=-1)
+    if packed.shape[-1] % 8:
+        wide = np.zeros((*packed.shape[:-1], -(-packed.shape[-1] // 8) * 8), np.uint8)
+        wide[..., :packed.shape[-1]] = packed
+        packed = wide
+    return packed.view(np.uint64)
 
 
-def _count_rows(a: np.ndarray, mm=_mm_numpy) -> np.ndarray:
-    """Non-zero elements per (step, sample) of a (T, B, ...) array, float64 (T, B); a float32
-    matrix-vector product (exact: a row has fewer than 2**24 elements)."""
+class _Rows:
+    """A 0/1 matrix (R, n) -- R = steps x samples -- of where a node's value is non-zero, kept
+    as a bool map ``nz`` and as bits (each row packed into 64-bit words): per-row counts of
+    set elements, optionally restricted to a set of columns, are popcounts over a sixteenth
+    of the bool map's bytes, and one popcount of the words OR-reduced over time tells which
+    columns were ever set. A float32 copy is made only for the products that need one."""
+
+    def __init__(self, nz: np.ndarray, rows: int, mm):
+        self.nz = nz.reshape(rows, -1)
+        self.n = self.nz.shape[1]
+        self.mm = mm
+        self.words = _pack(self.nz)
+        self._f32: np.ndarray | None = None
+        self._count: np.ndarray | None = None
+
+    def count(self, mask: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """Set elements per row (only the columns in ``mask``; only ``rows``), float64."""
+        w = self.words if rows is None else self.words[rows]
+        if mask is None and rows is None and self._count is not None:
+            return self._count
+        c = np.bitwise_count(w if mask is None else w & mask)  # (R, words) uint8, each <= 64
+        out = self._sum(c)
+        if mask is None and rows is None:
+            self._count = out
+        return out
+
+    def ever(self, T: int) -> np.ndarray:
+        """Per row of one step (the samples) the number of columns set at any step, float64."""
+        w = np.bitwise_or.reduce(self.words.reshape(T, -1, self.words.shape[1]), axis=0)
+        return self._sum(np.bitwise_count(w))
+
+    def _sum(self, c: np.ndarray) -> np.ndarray:
+        """Row sums of per-word popcounts, float64 (exact: float32 while n < 2**24)."""
+        if c.shape[1] == 1:
+            return c[:, 0].astype(np.float64)
+        dt = np.float32 if self.n < _EXACT_F32 else np.float64
+        return self.mm(c.astype(dt), np.ones(c.shape[1], dt)).astype(np.float64, copy=False)
+
+    def f32(self) -> np.ndarray:
+        """The matrix as float32 0/1, for matrix products."""
+        if self._f32 is None:
+            self._f32 = self.nz.astype(np.float32)
+        return self._f32
+
+
+def _count_rows(a: np.ndarray, mm) -> np.ndarray:
+    """Non-zero elements per (step, sample) of a (T, B, ...) array, float64 (T, B)."""
     T, B = a.shape[:2]
-    n = a.size // (T * B)
-    if n >= _EXACT_F32:
-        return np.count_nonzero(a.reshape(T, B, -1), -1).astype(np.float64)
-    return mm(_flat32(a), np.ones(n, np.float32)).astype(np.float64).reshape(T, B)
+    return _Rows(a if a.dtype == bool else a != 0, T * B, mm).count().reshape(T, B)
 
 
 def _tup(v) -> tuple:
@@ -194,78 +242,105 @@ class _Counter:
     connection at one step is nz(x) . f, where the fan-out vector f (one entry per input
     element) counts the non-zero weights each input element meets across all outputs,
     padding and stride included; f = d/dx sum(conv_b(x)) with binarised weights, taken once
-    by automatic differentiation (dense: the column counts). Which outputs receive at least
-    one event (neuron updates) mostly needs no product either. Dense: an output misses a step
-    only if all of the step's non-zero inputs meet its zero weights, impossible when they
-    outnumber the zeros of every row; only the other steps are multiplied. Convolution whose
+    by automatic differentiation (dense: the column counts). Dense connections need no
+    product: with f = lowest + sum_k 2^k b_k over the bits b_k of the spread of the fan-outs,
+    nz(x) . f = lowest * |nz(x)| + sum_k 2^k popcount(nz(x) & b_k) on the bit-packed input
+    (:class:`_Rows`) -- no popcount at all without zero weights. Which outputs receive at
+    least one event (neuron updates) mostly needs no product either. Dense: an output misses a
+    step only if all of the step's non-zero inputs meet its zero weights, impossible when they
+    outnumber the zeros of every row or when one of them meets no zero weight at all; only the
+    remaining steps are multiplied. Convolution whose
     kernels have no zero: an output receives iff any input in its receptive field (within its
     group) is non-zero -- a window-any of one channel per group; with zero weights the
-    binarised convolution is run. Float32 arithmetic on 0/1 values, exact while the counts
-    stay below 2**24 (checked)."""
+    binarised convolution is run. Integer popcounts, or float32 arithmetic on 0/1 values,
+    exact while the counts stay below 2**24 (checked)."""
 
     def __init__(self, node, in_shape: tuple, mm=_mm_numpy):
         self.node = node
         self.mm = mm
         w = np.asarray(node.weight)
-        wb = w != 0
-        self.w = torch.from_numpy(wb.astype(np.float32))  # torch kernels: convolutions only
+        self.conv = isinstance(node, (nir.Conv1d, nir.Conv2d))
         self.in_shape = tuple(in_shape)
-        if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        fan_in = math.prod(w.shape[1:])
+        if fan_in >= _EXACT_F32:
+            raise GraphError(f"connection fan-in {fan_in} is too large to count exactly in float32",
+                             "split the layer")
+        rows = (w != 0).reshape(w.shape[0], -1)  # per output, which weights are non-zero
+        self.wT = np.ascontiguousarray(rows.T, dtype=np.float32)
+        zeros = fan_in - self.wT.sum(0)
+        self.full_rows = zeros == 0  # outputs whose weights are all non-zero
+        self.max_zeros = int(zeros.max())  # most zeros in one output row
+        if self.conv:
+            self.w = torch.from_numpy(self.wT.T.reshape(w.shape))  # the binarised kernel
             x = torch.zeros((1, *in_shape), requires_grad=True)
             _run(node, self.w, x).sum().backward()
             self.fanout = x.grad.reshape(-1).numpy().astype(np.float64)
         else:  # dense: input i meets the non-zero weights of its column
-            self.fanout = np.broadcast_to(wb.sum(0), in_shape).astype(np.float64).reshape(-1)
+            self.fanout = np.broadcast_to(self.wT.sum(1, dtype=np.float64), in_shape).reshape(-1)
         self.fanout32 = self.fanout.astype(np.float32)
         self.exact32 = float(self.fanout.sum()) < _EXACT_F32
-        if int(np.prod(w.shape[1:])) >= _EXACT_F32:
-            raise GraphError(f"connection fan-in {int(np.prod(w.shape[1:]))} is too large to count "
-                             "exactly in float32", "split the layer")
-        self.conv = isinstance(node, (nir.Conv1d, nir.Conv2d))
-        self.full_rows = wb.reshape(w.shape[0], -1).all(1)  # outputs whose weights are all non-zero
-        self.max_zeros = int((~wb.reshape(w.shape[0], -1)).sum(1).max())  # most zeros in one output row
-        self.wT = np.ascontiguousarray(wb.reshape(w.shape[0], -1).T, dtype=np.float32)
+        self.fan_masks = None
         if self.conv:
             self.groups = int(node.groups)
             self.kernel = tuple(int(k) for k in w.shape[2:])
             self.args = torch_conv_args(node)
-
-    def ops(self, nz: np.ndarray, flat32: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(events, non-zero inputs) per (step, sample), float64 (T, B) each, from the 0/1
-        input nz (T, B, *in); ``flat32``: nz as float32 (T*B, n_in) if the caller has it.
-        Two matrix-vector products (faster than one product with two columns)."""
-        T, B = nz.shape[:2]
-        if self.exact32:
-            f = _flat32(nz) if flat32 is None else flat32
-            ones = np.ones(f.shape[1], np.float32)
-            ev, cnt = self.mm(f, self.fanout32), self.mm(f, ones)
         else:
-            f = nz.reshape(T * B, -1).astype(np.float64)
-            ev, cnt = self.mm(f, self.fanout), self.mm(f, np.ones(f.shape[1]))
-        return ev.astype(np.float64).reshape(T, B), cnt.astype(np.float64).reshape(T, B)
+            # dense: fan-out = lowest + sum_k 2^k bit_k, so the events are lowest * non-zero
+            # inputs + sum_k 2^k * popcount(input & bit_k): one popcount per bit of the spread
+            # of the fan-outs (none for a dense layer without zero weights)
+            lo = int(self.fanout.min()) if self.fanout.size else 0
+            spread = self.fanout.astype(np.int64) - lo
+            bits = int(spread.max()).bit_length() if spread.size else 0
+            if bits <= _MAX_FANOUT_BITS:
+                self.base = float(lo)
+                self.fan_masks = [(float(1 << k), _pack((spread >> k) & 1 == 1)) for k in range(bits)]
+            # an input whose column has no zero weight reaches every output
+            self.full_cols = _pack(rows.all(0))
 
-    def active_rows(self, nonzero: np.ndarray, f: np.ndarray, other: np.ndarray | None,
-                    other_rows: np.ndarray | None) -> np.ndarray:
-        """Dense connections: per (step, sample), the outputs that receive at least one event
-        or are set in ``other`` (the population's own spikes), without building the map:
-        every output when the step has more non-zero inputs (``nonzero``, (T, B)) than any
-        output row has zero weights, the ``other`` count (``other_rows``) when it has none,
-        and an exact product for the few steps in between. f: the 0/1 input, (T*B, n_in)."""
-        T, B = nonzero.shape
-        cnt = nonzero.reshape(-1)
-        n_out = len(self.full_rows)
-        base = np.zeros(T * B) if other_rows is None else other_rows.reshape(-1).astype(np.float64)
-        out = np.where(cnt > 0, float(n_out), base)
-        suspect = np.flatnonzero((cnt > 0) & (cnt <= self.max_zeros))
+    def ops(self, op: _Rows, nonzero: np.ndarray) -> np.ndarray:
+        """Events per row of the 0/1 input ``op`` (T*B rows) whose rows hold ``nonzero`` set
+        elements; float64 (T*B,). Exact: integer popcounts, float64 products, or float32
+        products while the fan-out sum stays below 2**24."""
+        if self.fan_masks is not None:
+            out = nonzero * self.base
+            for d, m in self.fan_masks:
+                out = out + d * op.count(m)
+            return out
+        if self.exact32:
+            return self.mm(op.f32(), self.fanout32).astype(np.float64)
+        return self.mm(op.nz.astype(np.float64), self.fanout)
+
+    def _suspects(self, nonzero: np.ndarray, op: _Rows) -> tuple[np.ndarray, np.ndarray]:
+        """Dense connections: the rows (steps of one sample) whose non-zero inputs might all
+        meet zero weights of some output -- no more of them than the most zeros of an output,
+        none in a column without zeros -- and for them the outputs that do receive."""
+        suspect = np.flatnonzero((nonzero > 0) & (nonzero <= self.max_zeros))
         if suspect.size:
-            got = self.mm(f[suspect], self.wT) > 0
-            if other is not None:
-                got |= other.reshape(T * B, -1)[suspect]
-            out[suspect] = got.sum(-1)
-        return out.reshape(T, B)
+            suspect = suspect[op.count(self.full_cols, suspect) == 0]
+        if not suspect.size:
+            return suspect, np.zeros((0, self.wT.shape[1]), bool)
+        return suspect, self.mm(op.nz[suspect].astype(np.float32), self.wT) > 0
 
-    def receives(self, nz: np.ndarray, flat32: np.ndarray | None = None) -> np.ndarray:
-        """Outputs that receive at least one event, bool (T, B, *out)."""
+    def active_rows(self, nonzero: np.ndarray, op: _Rows, other: _Rows | None,
+                    other_rows: np.ndarray | None) -> np.ndarray:
+        """Dense connections: per row of the input, the outputs that receive at least one
+        event or are set in ``other`` (the population's own spikes), without building the
+        map: every output when the row has a non-zero input that cannot miss (see
+        ``_suspects``), the ``other`` count (``other_rows``) when it has none, and an exact
+        product for the suspect rows; float64 (T*B,)."""
+        n_out = len(self.full_rows)
+        base = np.zeros(len(nonzero)) if other_rows is None else other_rows
+        out = np.where(nonzero > 0, float(n_out), base)
+        suspect, got = self._suspects(nonzero, op)
+        if suspect.size:
+            if other is not None:
+                got |= other.nz[suspect]
+            out[suspect] = got.sum(-1)
+        return out
+
+    def receives(self, nz: np.ndarray, op: _Rows, nonzero: np.ndarray) -> np.ndarray:
+        """Outputs that receive at least one event, bool (T, B, *out), from the input map nz
+        (T, B, *in), the same as rows (T*B, n_in) and its non-zero count per row."""
         T, B = nz.shape[:2]
         if self.conv and not self.full_rows.all():
             t = torch.from_numpy(nz.reshape(T * B, *self.in_shape).astype(np.float32))
@@ -282,13 +357,15 @@ class _Counter:
             return y.reshape(T, B, *y.shape[1:])
         # Dense: an output j misses a step only if every non-zero input meets a zero weight of
         # row j, impossible when the step has more non-zero inputs than row j has zeros.
-        f = _flat32(nz) if flat32 is None else flat32
-        cnt = self.mm(f, np.ones(f.shape[1], np.float32))
-        out = np.repeat((cnt > 0)[:, None], len(self.full_rows), axis=1)
-        suspect = np.flatnonzero((cnt > 0) & (cnt <= self.max_zeros))
+        n = self.in_shape[-1]
+        if op.n != n:  # an Affine over the last of several axes: a row per leading index
+            op = _Rows(op.nz, op.nz.size // n, self.mm)
+            nonzero = op.count()
+        out = np.repeat((nonzero > 0)[:, None], len(self.full_rows), axis=1)
+        suspect, got = self._suspects(nonzero, op)
         if suspect.size:
-            out[suspect] = self.mm(f[suspect], self.wT) > 0
-        return out.reshape(T, B, -1)
+            out[suspect] = got
+        return out.reshape(T, B, *self.in_shape[:-1], -1)
 
 
 def _window_max(x: np.ndarray, kernel: tuple, stride: tuple, padding, dilation: tuple) -> np.ndarray:
@@ -352,30 +429,27 @@ class _Batch:
         self._values: dict[str, np.ndarray] = {}
         self._events: dict[str, np.ndarray] = {}
         self._conn: dict[str, tuple] = {}
+        self._conn_nz: dict[str, np.ndarray] = {}
         self._ones: dict[str, bool] = {}
-        self._f32: dict[str, np.ndarray] = {}
-        self._rows: dict[str, np.ndarray] = {}
-        self.nonzero_in: dict[str, np.ndarray] = {}  # connection -> non-zero inputs per (t, b)
+        self._op: dict[str, _Rows] = {}
 
-    def flat32(self, name: str) -> np.ndarray:
-        """events(name) as a float32 (T*B, n) 0/1 matrix, the operand of counting products."""
-        if name not in self._f32:
-            self._f32[name] = _flat32(self.events(name))
-        return self._f32[name]
+    def operand(self, name: str) -> _Rows:
+        """events(name) as rows (T*B, n): the input of the counting products and popcounts."""
+        if name not in self._op:
+            self._op[name] = _Rows(self.events(name), self.T * self.x.shape[1], self.acc.mm)
+        return self._op[name]
 
     def rows(self, name: str) -> np.ndarray:
         """Non-zero elements of events(name) per (step, sample), float64 (T, B)."""
-        if name not in self._rows:
-            f = self.flat32(name)
-            self._rows[name] = self.acc.mm(f, np.ones(f.shape[1], np.float32)).astype(
-                np.float64).reshape(self.T, -1)
-        return self._rows[name]
+        return self.operand(name).count().reshape(self.T, -1)
 
     def ones_only(self, name: str) -> bool:
         """Is every non-zero value the node emits exactly 1 (binary spikes)? Taken on trust
-        for the spiking nodes of a target that declares binary spikes."""
+        for the spiking nodes of a target that declares binary spikes, and for the graph
+        input when the accumulator was told that the input is binary."""
         if name not in self._ones:
-            if self.acc.binary_spikes and name in self.acc.spiking:
+            if (self.acc.binary_spikes and name in self.acc.spiking) or (
+                    self.acc.input_binary and name == self.acc.input_node):
                 self._ones[name] = True
             else:
                 self._ones[name] = _ones_only(self.value(name), self.events(name))
@@ -415,10 +489,10 @@ class _Batch:
         return out
 
     def conn(self, name: str) -> tuple:
-        """(input, nz, counter, nz32): the connection's input, where it is non-zero (T, B, ...),
-        the connection's event counter, and nz as a float32 (T*B, n) matrix."""
+        """(input, counter, op, nonzero): the connection's input (T, B, ...), its event
+        counter, where the input is non-zero as :class:`_Rows` (T*B, n) and the non-zero
+        elements per row (T*B,)."""
         if name not in self._conn:
-            srcs = self.acc.program.inputs[name]
             try:
                 inp = self.node_input(name)
             except _NotAvailable as e:
@@ -426,16 +500,39 @@ class _Batch:
                     f"the input of connection {name!r} cannot be reconstructed: node {e.args[0]!r} "
                     "is not recorded by this target and is not a stateless pass-through",
                     "record that node, or estimate on a target that records every node") from None
-            s0, rec0 = srcs[0]
             counter = self.acc.counter(name, inp.shape[2:])
-            if len(srcs) == 1 and not rec0 and (s0 == self.acc.input_node or s0 in self.acc.spiking):
-                nz = self.events(s0)  # already computed: where the source is non-zero
-                nz32 = self.flat32(s0) if counter.exact32 else None
+            src = self._direct_source(name)
+            if src is not None:  # the source's own operand and counts, shared with its metrics
+                op, nonzero = self.operand(src), self.rows(src).reshape(-1)
             else:
-                nz = inp != 0
-                nz32 = _flat32(nz) if counter.exact32 else None
-            self._conn[name] = (inp, nz, counter, nz32)
+                self._conn_nz[name] = nz = inp != 0
+                op = _Rows(nz, self.T * self.x.shape[1], self.acc.mm)
+                nonzero = op.count()
+            self._conn[name] = (inp, counter, op, nonzero)
         return self._conn[name]
+
+    def _direct_source(self, name: str) -> str | None:
+        """The graph input or spiking node whose values the connection receives unchanged --
+        its only source, directly or through Input / Output / Flatten nodes of one
+        non-recurrent source each -- else None. Its event map, flattened per (step, sample),
+        is the connection's."""
+        p = self.acc.program
+        srcs = p.inputs[name]
+        while len(srcs) == 1 and not srcs[0][1]:
+            s0 = srcs[0][0]
+            if s0 == self.acc.input_node or s0 in self.acc.spiking:
+                return s0
+            if not isinstance(p.nodes[s0], (nir.Input, nir.Output, nir.Flatten)):
+                return None
+            srcs = p.inputs[s0]
+        return None
+
+    def conn_nz(self, name: str) -> np.ndarray:
+        """Where the connection's input is non-zero, bool (T, B, ...)."""
+        if name not in self._conn_nz:
+            inp = self.conn(name)[0]
+            self._conn_nz[name] = self.events(self._direct_source(name)).reshape(inp.shape)
+        return self._conn_nz[name]
 
     def events(self, name: str) -> np.ndarray:
         """Where a node emits at least one synaptic event, bool (T, B, ...)."""
@@ -445,8 +542,8 @@ class _Batch:
         if name == self.acc.input_node:
             e = self.x != 0
         elif isinstance(node, CONNECTIONS):
-            _, nz, counter, nz32 = self.conn(name)
-            e = counter.receives(nz, nz32)
+            _, counter, op, nonzero = self.conn(name)
+            e = counter.receives(self.conn_nz(name), op, nonzero)
         elif isinstance(node, SPIKING):
             e = self.value(name) != 0
         elif isinstance(node, (nir.Input, nir.Output)):
@@ -476,7 +573,10 @@ class MetricsAccumulator:
 
     def __init__(self, program: Program, input_binary: bool, matmul: str = "numpy",
                  binary_spikes: bool = False):
-        """``matmul``: the library of the target's thread pool (see MATMUL).
+        """``input_binary``: every x given to ``update`` holds only 0 and 1 (the estimator
+        checks all its inputs once); taken on trust by the AC/MAC split, graph-based and
+        value-based alike.
+        ``matmul``: the library of the target's thread pool (see MATMUL).
         ``binary_spikes``: the target guarantees that its spiking nodes emit exactly 0 or 1
         (``Target.binary_spikes``, tested per built-in target), which spares one pass over
         every spike array; otherwise that is checked on every batch."""
@@ -584,26 +684,24 @@ class MetricsAccumulator:
             self._init(T)
         elif T != self.T:
             raise ValueError(f"batch has T={T}, earlier batches had T={self.T}")
-        ts = np.full(B, T, dtype=np.int64) if exit_steps is None else \
-            np.asarray(exit_steps).astype(np.int64).reshape(-1)
-        if ts.shape != (B,) or np.any(ts < 1) or np.any(ts > T):
-            raise ValueError(f"exit_steps must be {B} integers in 1..{T}")
-        full = bool(np.all(ts == T))
+        if exit_steps is None:
+            ts, full = np.full(B, T, dtype=np.int64), True
+        else:
+            ts = np.asarray(exit_steps).astype(np.int64).reshape(-1)
+            if ts.shape != (B,) or ts.min() < 1 or ts.max() > T:
+                raise ValueError(f"exit_steps must be {B} integers in 1..{T}")
+            full = bool(ts.min() == T)
         mask = (np.arange(T)[:, None] < ts[None, :]).astype(np.float64)  # (T, B)
         ctx = _Batch(self, rec, x)
         self.exit_steps.append(ts)
-
-        def count_tb(a: np.ndarray) -> np.ndarray:
-            """Non-zero elements per (step, sample) of a (T, B, ...) array, up to the exit step."""
-            return _count_rows(a, self.mm) * mask
 
         def count_total(a: np.ndarray) -> float:
             """Non-zero elements of a (T, B, ...) array up to the exit step."""
             if full:
                 return float(np.count_nonzero(a if a.dtype == bool else a != 0))
-            return float(count_tb(a).sum())
+            return float((_count_rows(a, self.mm) * mask).sum())
 
-        self.input_step += count_tb(ctx.events(self.input_node)).sum(1)
+        self.input_step += (ctx.rows(self.input_node) * mask).sum(1)
 
         # spiking layers: per (step, sample) sums first, so the exit mask touches (T, B) only
         used_hidden = np.zeros(B)
@@ -614,22 +712,24 @@ class MetricsAccumulator:
             s = ctx.value(name).reshape(T, B, -1)
             L = self.layer[name]
             N = L["N"] = s.shape[-1]
-            nz = ctx.events(name).reshape(T, B, -1)
-            # a float64 row sum through BLAS (exact for spike counts)
-            if ctx.ones_only(name):  # binary spikes: the sum is the count
+            binary = ctx.ones_only(name)
+            if binary:  # the sum is the count: row sums of the 0/1 operand (exact)
                 s_tb = ctx.rows(name) * mask
             else:
                 s_tb = s.sum(-1, dtype=np.float64) * mask
             tot = s_tb.sum(0)
-            if full:
-                used = np.count_nonzero(nz.any(0), -1)
+            if full and binary:  # a neuron is used if it spiked at any step
+                used = ctx.operand(name).ever(T)
+            elif full:
+                used = np.count_nonzero(ctx.events(name).reshape(T, B, N).any(0), -1)
             else:  # a neuron counts as used if its first spike comes before the exit step
+                nz = ctx.events(name).reshape(T, B, N)
                 first = np.where(nz.any(0), nz.argmax(0), T)
                 used = np.count_nonzero(first < ts[:, None], -1)
             L["step"] += s_tb.sum(1)
             L["totals"].append(tot)
             L["used"].append(used)
-            L["nnz"] += count_total(nz)
+            L["nnz"] += float(tot.sum()) if binary else count_total(ctx.events(name))
             L["numel"] += float(N * ts.sum())
             L["rate_sum"] += float((tot / (N * ts)).sum())
             if name in self.hidden:
@@ -640,23 +740,22 @@ class MetricsAccumulator:
 
         # synaptic operations
         for c in self.connections:
-            inp, nz, counter, nz32 = ctx.conn(c)
+            inp, counter, op, nonzero = ctx.conn(c)
             C = self.conn[c]
             if C["static"] is None:
                 C["static"] = self._conn_static(c, inp.shape[2:])
-            ops, nonzero = counter.ops(nz, nz32)
-            ctx.nonzero_in[c] = nonzero
-            ops = ops * mask
+            ops = counter.ops(op, nonzero).reshape(T, B) * mask
             C["step"] += ops.sum(1)
             C["eff"] += float(ops.sum())
-            srcs = self.program.inputs[c]
-            single = srcs[0][0] if len(srcs) == 1 and not srcs[0][1] else None
-            known = ctx.ones_only(single) if single in rec.values and single in self.spiking else None
-            spiky = _spiky(inp, nz, known)
+            src = ctx._direct_source(c)
+            if src is not None and ctx.ones_only(src):
+                spiky = np.ones((T, B), bool)
+            else:
+                spiky = _spiky(inp, ctx.conn_nz(c))
             C["nb_ac"] += float((ops * spiky).sum())
             C["nb_mac"] += float((ops * ~spiky).sum())
             C["dense"] += C["static"]["dense_per_step"] * float(ts.sum())
-            C["in_nonzero"] += float((nonzero * mask).sum())
+            C["in_nonzero"] += float((nonzero.reshape(T, B) * mask).sum())
 
         # neuron updates
         for p in self.populations:
@@ -664,18 +763,16 @@ class MetricsAccumulator:
             spiking = isinstance(self.program.nodes[p], SPIKING)
             srcs = self.program.inputs[p]
             c = srcs[0][0] if len(srcs) == 1 and not srcs[0][1] else None
-            fast = (c in ctx.nonzero_in and isinstance(self.program.nodes[c], (nir.Affine, nir.Linear))
-                    and ctx.conn(c)[3] is not None)
+            fast = c is not None and isinstance(self.program.nodes[c], (nir.Affine, nir.Linear))
             if fast:  # count without building the (T, B, N) event map
-                _, _, counter, f = ctx.conn(c)
-                N = U["N"] = len(counter.full_rows) * int(np.prod(ctx.conn(c)[0].shape[2:-1], dtype=np.int64))
+                _, counter, op, nonzero = ctx.conn(c)
+                N = U["N"] = len(counter.full_rows) * math.prod(ctx.conn(c)[0].shape[2:-1])
                 if N != len(counter.full_rows):  # an Affine over more than one axis: general path
                     fast = False
             if fast:
-                other = ctx.events(p) if spiking else None
-                active = counter.active_rows(ctx.nonzero_in[c], f, other,
-                                             ctx.rows(p) if spiking else None)
-                U["events"] += float((active * mask).sum())
+                active = counter.active_rows(nonzero, op, ctx.operand(p) if spiking else None,
+                                             ctx.rows(p).reshape(-1) if spiking else None)
+                U["events"] += float((active.reshape(T, B) * mask).sum())
             else:
                 ev = ctx.events_into(p).reshape(T, B, -1)
                 N = U["N"] = ev.shape[-1]
@@ -743,7 +840,10 @@ class MetricsAccumulator:
                                       np.zeros(self.T)) / n).tolist()
 
         u = np.concatenate(self.usage) if self.usage else np.zeros(0)
-        counts, edges = np.histogram(u, bins=HIST_BINS, range=(0.0, 1.0))
+        # np.histogram's bins over [0, 1] (each [e_i, e_i+1), the last one closed)
+        edges = np.linspace(0.0, 1.0, HIST_BINS + 1)
+        counts = np.bincount(np.clip(np.searchsorted(edges, u, side="right") - 1, 0, HIST_BINS - 1),
+                             minlength=HIST_BINS)
         out["hidden_usage"] = {
             "layers": list(self.hidden),
             "neurons": int(sum(self.layer[h]["N"] for h in self.hidden)),
