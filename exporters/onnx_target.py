@@ -677,8 +677,10 @@ def session(artifact: OnnxArtifact, threads: int = 1):
                                 providers=["CPUExecutionProvider"])
 
 
-def run(artifact: OnnxArtifact, x: np.ndarray, membranes: bool = False) -> Recording:
-    """Run x (T, B, *input_shape) step by step; every node's value at every step."""
+def run(artifact: OnnxArtifact, x: np.ndarray, membranes: bool = False,
+        nonzero: bool = False) -> Recording:
+    """Run x (T, B, *input_shape) step by step; every node's value at every step (and, with
+    ``nonzero``, where each is non-zero: ``Recording.nonzero``)."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 + len(artifact.input_shape) or tuple(x.shape[2:]) != artifact.input_shape:
         raise GraphError(f"input has shape {x.shape}, the graph expects "
@@ -692,15 +694,19 @@ def run(artifact: OnnxArtifact, x: np.ndarray, membranes: bool = False) -> Recor
     values = {n: np.empty((T, B, *artifact.shapes[n])) for n in artifact.order}
     mem_pos = {n: names.index(o) for n, o in artifact.membranes.items()} if membranes else {}
     mems = {n: np.empty((T, B, *artifact.shapes[n])) for n in mem_pos}
+    nzs = {n: np.empty((T, B, *artifact.shapes[n]), bool) for n in artifact.order} if nonzero else {}
     for t in range(T):
         outs = sess.run(names, {artifact.input_name: np.ascontiguousarray(x[t]), **state})
         for k, n in enumerate(artifact.order):
             values[n][t] = outs[k]
+            if nonzero:
+                np.not_equal(outs[k], 0, out=nzs[n][t])
         for j, s in enumerate(artifact.states):
             state[s.input] = outs[n_values + j]
         for n, k in mem_pos.items():
             mems[n][t] = outs[k]
-    return Recording(values, artifact.output, list(artifact.spiking), artifact.dt, mems)
+    return Recording(values, artifact.output, list(artifact.spiking), artifact.dt, mems,
+                     nonzero=nzs)
 
 
 def _register():
@@ -708,6 +714,7 @@ def _register():
 
     register(Target(
         name="onnx", compile=compile, run=lambda a, x: run(a, x),
+        run_counting=lambda a, x: run(a, x, nonzero=True),
         supported=BUILDERS.names, profiles=("cpu", "gpu", "ann-45nm"), binary_spikes=True,
         exactness="bit-identical to reference (float64)",
         summary="per-step float64 ONNX model run by onnxruntime (CPU)"))

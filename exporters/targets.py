@@ -34,8 +34,9 @@ class Target:
     # True if every spiking node's recorded values are exactly 0 or 1 by construction (a
     # comparison against the threshold); lets the estimator skip checking it
     binary_spikes: bool = False
-    # run(artifact, x) that also fills Recording.active (non-zero input or state per update),
-    # used by the estimator; None: the estimator falls back to event-based activity
+    # run(artifact, x) for the estimator: also fills Recording.active (non-zero input or state
+    # per update; None: event-based activity) and/or Recording.nonzero (where each node is
+    # non-zero, written while each step's values are at hand)
     run_counting: Callable[[Any, np.ndarray], Recording] | None = None
     # the network as the target runs it, for the estimator's counts (artifact -> NIR graph);
     # None: the exported graph itself

@@ -284,6 +284,51 @@ def test_two_batches_equal_one_batch():
     close(a, b)
 
 
+def test_recorded_nonzero_maps_change_nothing():
+    """The onnx target's counting run records where every node is non-zero (exactly
+    values != 0, also across run_in_batches' parts); the metrics read from those maps equal
+    the metrics computed from the values, with exit steps and on a delayed time axis."""
+    import dataclasses
+
+    from exporters.targets import get_target
+    from toolchain.validate import run_in_batches
+    rng = np.random.default_rng(5)
+    g = _graph({"in": nir.Input(input_type=np.array([6])),
+                "a1": nir.Affine(weight=rng.normal(size=(8, 6)) * (rng.random((8, 6)) < 0.7),
+                                 bias=rng.normal(size=8) * (rng.random(8) < 0.5)),
+                "lif1": _lif(8, 0.3),
+                "a2": nir.Affine(weight=rng.normal(size=(3, 8)), bias=np.zeros(3)),
+                "lif2": _lif(3, 0.3),
+                "out": nir.Output(output_type=np.array([3]))},
+               [("in", "a1"), ("a1", "lif1"), ("lif1", "a2"), ("a2", "lif2"), ("lif2", "out")])
+    prog = build_program(g)
+    x = (rng.random((7, 10, 6)) < 0.5).astype(float)
+    ts = rng.integers(1, 8, size=10)
+    tg = get_target("onnx")
+    art = tg.compile(g, {})
+    plain = run_in_batches(tg, art, x, 4)
+    counted = run_in_batches(dataclasses.replace(tg, run=tg.run_counting), art, x, 4)
+    assert not plain.nonzero and set(counted.nonzero) == set(counted.values)
+    for n, v in counted.values.items():
+        np.testing.assert_array_equal(counted.nonzero[n], v != 0)
+
+    def summary(rec):
+        acc = MetricsAccumulator(prog, True, binary_spikes=True)
+        acc.update(rec, x, ts)
+        return acc.summary()
+
+    with_maps = summary(counted)
+    assert with_maps == summary(plain)
+    assert with_maps["neuron_updates_total"]["active_input"] > 0
+
+    def delayed(rec, maps):  # every node one step late, as on a pipelined target
+        shift = {n: np.concatenate([np.zeros_like(v[:1]), v]) for n, v in rec.values.items()}
+        nz = {n: np.concatenate([np.zeros_like(v[:1]), v]) for n, v in rec.nonzero.items()}
+        return Recording(shift, rec.output, rec.spiking, rec.dt, delay={n: 1 for n in shift},
+                         nonzero=nz if maps else {})
+    assert summary(delayed(counted, True)) == summary(delayed(counted, False)) == with_maps
+
+
 # ---- NeuroBench cross-check ----------------------------------------------------------------
 @pytest.mark.parametrize("arch, kw", [
     ("mlp", {"hidden": [32]}),

@@ -7,6 +7,9 @@ graph's output node. ``delay`` is the number of steps by which this target's tim
 lags the model's (0 for float targets; one per layer on Loihi, SEMANTICS.md 8), so that
 ``aligned(name)`` gives values on the model's time axis. ``active`` (optional, same time axis
 as ``values``) marks the (step, neuron) updates that had non-zero input or state.
+``nonzero`` (optional, same time axis) holds, per node, where its value is non-zero: a
+target's counting run writes it while each step's values are at hand, which spares the
+estimator a pass over every recorded array once it has left the cache.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ class Recording:
     # per population, (T, B, ...) bool: the update had non-zero input or non-zero state
     # (recorded on request by targets that can tell, e.g. the Loihi emulator)
     active: dict[str, np.ndarray] = field(default_factory=dict)
+    # per node, (T, B, ...) bool: values[name] != 0 (recorded on request by the counting runs)
+    nonzero: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def output_values(self) -> np.ndarray:

@@ -32,8 +32,9 @@ def run_in_batches(target, artifact, x: np.ndarray, batch_size: int) -> Recordin
     first = parts[0]
     values = {k: np.concatenate([p.values[k] for p in parts], 1) for k in first.values}
     active = {k: np.concatenate([p.active[k] for p in parts], 1) for k in first.active}
+    nonzero = {k: np.concatenate([p.nonzero[k] for p in parts], 1) for k in first.nonzero}
     return Recording(values, first.output, first.spiking, first.dt, delay=dict(first.delay),
-                     active=active)
+                     active=active, nonzero=nonzero)
 
 
 def validate(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None, targets: list[str],

@@ -432,6 +432,7 @@ class _Batch:
         self._events: dict[str, np.ndarray] = {}
         self._conn: dict[str, tuple] = {}
         self._conn_nz: dict[str, np.ndarray] = {}
+        self._nz: dict[str, np.ndarray] = {}
         self._ones: dict[str, bool] = {}
         self._op: dict[str, _Rows] = {}
 
@@ -457,11 +458,36 @@ class _Batch:
                 self._ones[name] = _ones_only(self.value(name), self.events(name))
         return self._ones[name]
 
-    def recorded(self, name: str) -> np.ndarray:
-        v = np.asarray(self.rec.aligned(name))
-        if v.shape[0] < self.T:  # delayed target: zero-pad the tail
+    def _aligned(self, arrays: dict, name: str) -> np.ndarray:
+        """A recorded (T', B, ...) array on the model's time axis: T steps from the node's
+        delay on, zero-padded at the end (a delayed target)."""
+        v = np.asarray(arrays[name])
+        d = self.rec.delay.get(name, 0)
+        v = v[d:] if d else v
+        if v.shape[0] < self.T:
             v = np.concatenate([v, np.zeros((self.T - v.shape[0], *v.shape[1:]), v.dtype)])
         return v[:self.T]
+
+    def recorded(self, name: str) -> np.ndarray:
+        return self._aligned(self.rec.values, name)
+
+    def nonzero_of(self, name: str) -> np.ndarray:
+        """Where the node's value is non-zero, bool (T, B, ...): as the target recorded it
+        (``Recording.nonzero``) or from the value."""
+        if name not in self._nz:
+            if name in self.rec.nonzero:
+                self._nz[name] = self._aligned(self.rec.nonzero, name)
+            else:
+                self._nz[name] = self.value(name) != 0
+        return self._nz[name]
+
+    def input_nonzero(self, name: str) -> np.ndarray:
+        """Where the node's input (``node_input``) is non-zero, bool (T, B, ...)."""
+        srcs = self.acc.program.inputs[name]
+        if len(srcs) == 1:
+            s, r = srcs[0]
+            return _shift(self.nonzero_of(s)) if r else self.nonzero_of(s)
+        return self.node_input(name) != 0
 
     def value(self, name: str) -> np.ndarray:
         if name in self._values:
@@ -507,7 +533,7 @@ class _Batch:
             if src is not None:  # the source's own operand and counts, shared with its metrics
                 op, nonzero = self.operand(src), self.rows(src).reshape(-1)
             else:
-                self._conn_nz[name] = nz = inp != 0
+                self._conn_nz[name] = nz = self.input_nonzero(name)
                 op = _Rows(nz, self.T * self.x.shape[1], self.acc.mm)
                 nonzero = op.count()
             self._conn[name] = (inp, counter, op, nonzero)
@@ -542,12 +568,12 @@ class _Batch:
             return self._events[name]
         node = self.acc.program.nodes[name]
         if name == self.acc.input_node:
-            e = self.x != 0
+            e = self.nonzero_of(name)
         elif isinstance(node, CONNECTIONS):
             _, counter, op, nonzero = self.conn(name)
             e = counter.receives(self.conn_nz(name), op, nonzero)
         elif isinstance(node, SPIKING):
-            e = self.value(name) != 0
+            e = self.nonzero_of(name)
         elif isinstance(node, (nir.Input, nir.Output)):
             e = self.events_into(name)
         elif isinstance(node, nir.Flatten):
@@ -557,7 +583,7 @@ class _Batch:
         elif isinstance(node, nir.Scale):
             e = self.events_into(name) & (np.asarray(node.scale) != 0)
         else:
-            e = self.value(name) != 0
+            e = self.nonzero_of(name)
         self._events[name] = e
         return e
 
@@ -783,7 +809,7 @@ class MetricsAccumulator:
                 U["events"] += count_total(ev)
             U["dense"] += float(N * ts.sum())
             try:
-                U["input"] += count_total(ctx.node_input(p))
+                U["input"] += count_total(ctx.input_nonzero(p))
             except _NotAvailable:
                 U["input_known"] = False
             if p in rec.active:  # the target's own (step, neuron) activity: input or state
