@@ -199,12 +199,12 @@ class _Rows:
 
     def count(self, mask: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """Set elements per row (only the columns in ``mask``; only ``rows``), float64."""
-        w = self.words if rows is None else self.words[rows]
-        if mask is None and rows is None and self._count is not None:
+        whole = mask is None and rows is None
+        if whole and self._count is not None:
             return self._count
-        c = np.bitwise_count(w if mask is None else w & mask)  # (R, words) uint8, each <= 64
-        out = self._sum(c)
-        if mask is None and rows is None:
+        w = self.words if rows is None else self.words[rows]
+        out = self._sum(np.bitwise_count(w if mask is None else w & mask))  # each word: <= 64
+        if whole:
             self._count = out
         return out
 
@@ -410,11 +410,11 @@ def _ones_only(v: np.ndarray, nz: np.ndarray) -> bool:
     return v.dtype == bool or np.count_nonzero(v == 1) == np.count_nonzero(nz)
 
 
-def _spiky(inp: np.ndarray, nz: np.ndarray, ones_only: bool | None = None) -> np.ndarray:
+def _spiky(inp: np.ndarray, nz: np.ndarray) -> np.ndarray:
     """NeuroBench's value split per (step, sample): True iff every input element is in
     {-1, 0, 1}. One pass over the whole batch first; per row only if it finds a graded value."""
     T, B = inp.shape[:2]
-    if ones_only if ones_only is not None else _ones_only(inp, nz):
+    if _ones_only(inp, nz):
         return np.ones((T, B), bool)
     bad = (np.abs(inp) != 1) & nz
     if not bad.any():
