@@ -247,19 +247,24 @@ def test_analog_input_is_mac_by_graph_and_by_value():
 
 
 # ---- streaming -----------------------------------------------------------------------------
-def test_two_batches_equal_one_batch():
-    rng = np.random.default_rng(3)
+def _random_mlp(seed: int, bias: bool = False):
+    """A 6-8-3 LIF MLP with some zero weights (and some biases), 7 steps of 10 binary
+    input samples and random exit steps: (graph, program, x, exit steps)."""
+    rng = np.random.default_rng(seed)
     g = _graph({"in": nir.Input(input_type=np.array([6])),
                 "a1": nir.Affine(weight=rng.normal(size=(8, 6)) * (rng.random((8, 6)) < 0.7),
-                                 bias=np.zeros(8)),
+                                 bias=rng.normal(size=8) * (rng.random(8) < 0.5) if bias else np.zeros(8)),
                 "lif1": _lif(8, 0.3),
                 "a2": nir.Affine(weight=rng.normal(size=(3, 8)), bias=np.zeros(3)),
                 "lif2": _lif(3, 0.3),
                 "out": nir.Output(output_type=np.array([3]))},
                [("in", "a1"), ("a1", "lif1"), ("lif1", "a2"), ("a2", "lif2"), ("lif2", "out")])
-    prog = build_program(g)
     x = (rng.random((7, 10, 6)) < 0.5).astype(float)
-    ts = rng.integers(1, 8, size=10)
+    return g, build_program(g), x, rng.integers(1, 8, size=10)
+
+
+def test_two_batches_equal_one_batch():
+    g, prog, x, ts = _random_mlp(3)
     whole = MetricsAccumulator(prog, True)
     whole.update(run_graph(g, x), x, ts)
     parts = MetricsAccumulator(prog, True)
@@ -294,21 +299,10 @@ def test_recorded_nonzero_maps_change_nothing(hot_bytes, monkeypatch):
 
     from exporters import onnx_target
     from exporters.targets import get_target
+    from toolchain.validate import run_in_batches
     if hot_bytes is not None:  # 4 samples per part: 8 neurons = 256 bytes, 6 or 3 fit
         monkeypatch.setattr(onnx_target, "HOT_STEP_BYTES", hot_bytes)
-    from toolchain.validate import run_in_batches
-    rng = np.random.default_rng(5)
-    g = _graph({"in": nir.Input(input_type=np.array([6])),
-                "a1": nir.Affine(weight=rng.normal(size=(8, 6)) * (rng.random((8, 6)) < 0.7),
-                                 bias=rng.normal(size=8) * (rng.random(8) < 0.5)),
-                "lif1": _lif(8, 0.3),
-                "a2": nir.Affine(weight=rng.normal(size=(3, 8)), bias=np.zeros(3)),
-                "lif2": _lif(3, 0.3),
-                "out": nir.Output(output_type=np.array([3]))},
-               [("in", "a1"), ("a1", "lif1"), ("lif1", "a2"), ("a2", "lif2"), ("lif2", "out")])
-    prog = build_program(g)
-    x = (rng.random((7, 10, 6)) < 0.5).astype(float)
-    ts = rng.integers(1, 8, size=10)
+    g, prog, x, ts = _random_mlp(5, bias=True)
     tg = get_target("onnx")
     art = tg.compile(g, {})
     plain = run_in_batches(tg, art, x, 4)
