@@ -366,6 +366,18 @@ def test_energy_dense_device_and_memory():
         en.energy(m, "loihi")
 
 
+def test_profile_pricing_only_some_memory_levels_is_refused_on_loading(tmp_path):
+    """Memory traffic is interpolated between the three levels: all of e_mem_* or none."""
+    src = yaml.safe_load((en.PROFILE_DIR / "ann-45nm.yaml").read_text())
+    assert en.load_profile("ann-45nm").prices_memory
+    assert not en.load_profile("loihi").prices_memory
+    del src["constants"]["e_mem_32kb"]
+    path = tmp_path / "partial.yaml"
+    path.write_text(yaml.safe_dump(src))
+    with pytest.raises(en.ProfileError, match="e_mem_32kb"):
+        en.load_profile(path)
+
+
 def test_energy_spinnaker2_single_neuron_figure():
     r = en.energy(COUNTS, "spinnaker2")
     assert r["total_J"] == pytest.approx(1000 * 450e-12 + 500 * 2.19e-9)

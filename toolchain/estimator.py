@@ -39,20 +39,6 @@ def _output_per_step(rec) -> np.ndarray:
     return o.reshape(o.shape[0], o.shape[1], -1)
 
 
-MEMORY_CONSTANTS = ("e_mem_8kb", "e_mem_32kb", "e_mem_1mb")
-
-
-def _prices_memory(prof) -> bool:
-    """Does the profile price memory accesses? All three levels or none (the traffic is
-    interpolated between them)."""
-    have = [c for c in MEMORY_CONSTANTS if prof.si(c) is not None]
-    if have and len(have) < len(MEMORY_CONSTANTS):
-        missing = ", ".join(c for c in MEMORY_CONSTANTS if c not in have)
-        raise SpikeportError(f"profile {prof.name!r} prices some memory levels but lacks {missing}",
-                             "give all of e_mem_8kb, e_mem_32kb and e_mem_1mb, or none")
-    return bool(have)
-
-
 def calibrate(run_dir: Path, T: int, epsilon: float, samples: int | None, batch_size: int) -> dict:
     """Top-K thresholds from the reference target on the run's training split; cached."""
     path = run_dir / TOPK_FILE
@@ -84,8 +70,6 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
     tg = get_target(target)
     profiles = [profile] if profile else list(tg.profiles)
     loaded = {p: load_profile(p) for p in profiles}  # bad profile: fail before running anything
-    for prof in loaded.values():
-        _prices_memory(prof)
     x, y = inputs.x, inputs.y
     T = x.shape[0]
     thresholds = None
@@ -162,7 +146,7 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
 
     def with_memory(prof) -> dict:
         """The Lemaire-style memory traffic, for profiles that price memory accesses."""
-        if not _prices_memory(prof):
+        if not prof.prices_memory:
             return counts
         return {**counts, "memory_accesses_64bit": mem["accesses_64bit"]}
 

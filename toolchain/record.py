@@ -39,6 +39,8 @@ class Recording:
     def spikes(self) -> dict[str, np.ndarray]:
         return {n: self.values[n] for n in self.spiking}
 
-    def aligned(self, name: str) -> np.ndarray:
+    def aligned(self, name: str, arrays: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """values[name] (or ``arrays[name]``: active, nonzero) on the model's time axis."""
+        v = (self.values if arrays is None else arrays)[name]
         d = self.delay.get(name, 0)
-        return self.values[name][d:] if d else self.values[name]
+        return v[d:] if d else v

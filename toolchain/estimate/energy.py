@@ -135,6 +135,12 @@ class Profile:
         c = self.constants.get(name)
         return None if c is None else c.si
 
+    @property
+    def prices_memory(self) -> bool:
+        """Does the profile price memory accesses (all of e_mem_8kb / 32kb / 1mb; a profile
+        with only some of them is refused on loading)?"""
+        return all(f"e_mem_{lvl}" in self.constants for lvl in MEMORY_LEVELS)
+
 
 # ------------------------------------------------------------------------------- loading
 
@@ -236,6 +242,12 @@ def load_profile(name_or_path: str | Path) -> Profile:
     if raw["device"] == "dense" and "e_synop" not in consts:
         raise _err(path, "constants.e_synop", "missing for a dense device",
                    "a dense device charges every connection every step: give e_synop")
+    mem = [f"e_mem_{lvl}" for lvl in MEMORY_LEVELS]
+    missing = [c for c in mem if c not in consts]
+    if 0 < len(missing) < len(mem):  # the traffic is interpolated between the three levels
+        raise _err(path, f"constants.{missing[0]}", f"missing although the profile prices other "
+                   f"memory levels (lacks {', '.join(missing)})",
+                   "give all of e_mem_8kb, e_mem_32kb and e_mem_1mb, or none")
     inc = raw.get("static_power_included_in")
     if inc is not None:
         if inc not in consts:

@@ -458,25 +458,23 @@ class _Batch:
                 self._ones[name] = _ones_only(self.value(name), self.events(name))
         return self._ones[name]
 
-    def _aligned(self, arrays: dict, name: str) -> np.ndarray:
+    def aligned(self, arrays: dict, name: str) -> np.ndarray:
         """A recorded (T', B, ...) array on the model's time axis: T steps from the node's
         delay on, zero-padded at the end (a delayed target)."""
-        v = np.asarray(arrays[name])
-        d = self.rec.delay.get(name, 0)
-        v = v[d:] if d else v
+        v = np.asarray(self.rec.aligned(name, arrays))
         if v.shape[0] < self.T:
             v = np.concatenate([v, np.zeros((self.T - v.shape[0], *v.shape[1:]), v.dtype)])
         return v[:self.T]
 
     def recorded(self, name: str) -> np.ndarray:
-        return self._aligned(self.rec.values, name)
+        return self.aligned(self.rec.values, name)
 
     def nonzero_of(self, name: str) -> np.ndarray:
         """Where the node's value is non-zero, bool (T, B, ...): as the target recorded it
         (``Recording.nonzero``) or from the value."""
         if name not in self._nz:
             if name in self.rec.nonzero:
-                self._nz[name] = self._aligned(self.rec.nonzero, name)
+                self._nz[name] = self.aligned(self.rec.nonzero, name)
             else:
                 self._nz[name] = self.value(name) != 0
         return self._nz[name]
@@ -529,7 +527,7 @@ class _Batch:
                     "is not recorded by this target and is not a stateless pass-through",
                     "record that node, or estimate on a target that records every node") from None
             counter = self.acc.counter(name, inp.shape[2:])
-            src = self._direct_source(name)
+            src = self.direct_source(name)
             if src is not None:  # the source's own operand and counts, shared with its metrics
                 op, nonzero = self.operand(src), self.rows(src).reshape(-1)
             else:
@@ -539,7 +537,7 @@ class _Batch:
             self._conn[name] = (inp, counter, op, nonzero)
         return self._conn[name]
 
-    def _direct_source(self, name: str) -> str | None:
+    def direct_source(self, name: str) -> str | None:
         """The graph input or spiking node whose values the connection receives unchanged --
         its only source, directly or through Input / Output / Flatten nodes of one
         non-recurrent source each -- else None. Its event map, flattened per (step, sample),
@@ -559,7 +557,7 @@ class _Batch:
         """Where the connection's input is non-zero, bool (T, B, ...)."""
         if name not in self._conn_nz:
             inp = self.conn(name)[0]
-            self._conn_nz[name] = self.events(self._direct_source(name)).reshape(inp.shape)
+            self._conn_nz[name] = self.events(self.direct_source(name)).reshape(inp.shape)
         return self._conn_nz[name]
 
     def events(self, name: str) -> np.ndarray:
@@ -775,7 +773,7 @@ class MetricsAccumulator:
             ops = counter.ops(op, nonzero).reshape(T, B) * mask
             C["step"] += ops.sum(1)
             C["eff"] += float(ops.sum())
-            src = ctx._direct_source(c)
+            src = ctx.direct_source(c)
             if src is not None and ctx.ones_only(src):
                 spiky = np.ones((T, B), bool)
             else:
@@ -813,12 +811,7 @@ class MetricsAccumulator:
             except _NotAvailable:
                 U["input_known"] = False
             if p in rec.active:  # the target's own (step, neuron) activity: input or state
-                a = np.asarray(rec.active[p])
-                d = rec.delay.get(p, 0)
-                a = a[d:] if d else a
-                if a.shape[0] < T:
-                    a = np.concatenate([a, np.zeros((T - a.shape[0], *a.shape[1:]), bool)])
-                U["state"] += count_total(a[:T])
+                U["state"] += count_total(ctx.aligned(rec.active, p))
             else:
                 U["state_known"] = False
         self.n += B
