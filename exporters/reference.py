@@ -1,9 +1,9 @@
 """The reference target: a batched float64 numpy simulator of NIR semantics.
 
 It defines what every other target must agree with. Inputs are (T, B, *input_shape); each
-step every node is evaluated in the program order (:mod:`exporters.graph`), fan-in edges are
+step every node is evaluated in the program order (:mod:`spikeport.ir.program`), fan-in edges are
 summed, and cycle-closing edges deliver the previous step's value. Neuron updates follow the
-discretisation of :mod:`toolchain.units` exactly, in float64.
+discretisation of :mod:`spikeport.core.units` exactly, in float64.
 
 Node kernels are registered per NIR node class in :data:`KERNELS`; a graph with any other
 node is refused before simulating, naming the node.
@@ -13,11 +13,11 @@ from __future__ import annotations
 import nir
 import numpy as np
 
-from exporters.graph import Program, build_program, pair, summed_input
-from toolchain import units
-from toolchain.errors import GraphError
-from toolchain.record import Recording
-from toolchain.registry import Registry
+from spikeport.ir.program import Program, build_program, pair, summed_input
+from spikeport.core import units
+from spikeport.core.errors import GraphError
+from spikeport.core.recording import Recording
+from spikeport.core.registry import Registry
 
 KERNELS: Registry = Registry("reference node kernel")
 
@@ -371,11 +371,11 @@ def _compile(graph: nir.NIRGraph, options: dict | None = None) -> Program:
 
 
 def _register():
-    from exporters.targets import Target, register
+    from spikeport.exporters.targets import Counting, Target, register
 
     register(Target(
         name="reference", compile=_compile, run=lambda p, x: simulate(p, x),
-        supported=KERNELS.names, profiles=("cpu", "gpu", "ann-45nm"), binary_spikes=True,
+        supported=KERNELS.names, profiles=("cpu", "gpu", "ann-45nm"), counting=Counting(binary_spikes=True),
         exactness="defines the semantics (float64)",
         summary="batched float64 numpy simulator of NIR semantics"))
 

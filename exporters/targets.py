@@ -3,19 +3,44 @@
 ``compile(graph, options) -> artifact`` turns a NIR graph into what the target runs;
 ``run(artifact, x) -> Recording`` simulates inputs x (T, B, *input_shape). ``profiles``
 names the energy profiles that apply; ``exactness`` says what agreement with the reference
-is expected. Adding a target is one module and one :func:`register` call; the support
-matrix in the docs is generated from :data:`TARGETS` and the node registries.
+is expected. What the estimator needs beyond that is one declared :class:`Counting` object.
+Adding a target is one module and one :func:`register` call; the support matrix in the docs
+is generated from :data:`TARGETS` and the node registries.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import nir
 import numpy as np
 
-from toolchain.record import Recording
-from toolchain.registry import Registry
+from spikeport.core.recording import Recording
+from spikeport.core.registry import Registry
+
+
+@dataclass(frozen=True)
+class Counting:
+    """What a target tells the estimator, so that counting costs little and counts the right
+    network. Every field has a safe default: a target that declares nothing is counted on its
+    exported graph, with numpy products and its spikes checked for being 0/1.
+
+    - ``matmul``: the library whose thread pool ``run`` computes with (``"numpy"`` or
+      ``"torch"``); the estimator does its own matrix products in the same one, so no second
+      pool spins between steps.
+    - ``binary_spikes``: every spiking node's recorded values are exactly 0 or 1 by
+      construction (a comparison against the threshold); the estimator then skips checking it.
+    - ``run``: ``run(artifact, x)`` for the estimator: also fills ``Recording.active``
+      (non-zero input or state per update) and/or ``Recording.nonzero`` (where each node is
+      non-zero, written while each step's values are at hand). None: the plain ``run``.
+    - ``graph``: the network as the target runs it (artifact -> NIR graph; Loihi: integer
+      weights, pools folded into strided convolutions). None: the exported graph itself.
+    """
+
+    matmul: str = "numpy"
+    binary_spikes: bool = False
+    run: Callable[[Any, np.ndarray], Recording] | None = None
+    graph: Callable[[Any], nir.NIRGraph] | None = None
 
 
 @dataclass(frozen=True)
@@ -28,19 +53,19 @@ class Target:
     exactness: str
     summary: str
     batch_size: int | None = 128  # samples per run() call; None = all at once (e.g. Lava)
-    # the library whose thread pool run() computes with ("numpy" or "torch"); the estimator
-    # does its own matrix products in the same one, so no second pool spins between steps
-    matmul: str = "numpy"
-    # True if every spiking node's recorded values are exactly 0 or 1 by construction (a
-    # comparison against the threshold); lets the estimator skip checking it
-    binary_spikes: bool = False
-    # run(artifact, x) for the estimator: also fills Recording.active (non-zero input or state
-    # per update; None: event-based activity) and/or Recording.nonzero (where each node is
-    # non-zero, written while each step's values are at hand)
-    run_counting: Callable[[Any, np.ndarray], Recording] | None = None
-    # the network as the target runs it, for the estimator's counts (artifact -> NIR graph);
-    # None: the exported graph itself
-    counting_graph: Callable[[Any], nir.NIRGraph] | None = None
+    counting: Counting = field(default_factory=Counting)
+
+    def counting_run(self) -> "Target":
+        """This target with ``run`` replaced by its counting run (if it declares one)."""
+        if self.counting.run is None:
+            return self
+        from dataclasses import replace
+
+        return replace(self, run=self.counting.run)
+
+    def counted_graph(self, artifact, graph: nir.NIRGraph) -> nir.NIRGraph:
+        """The graph whose connections the estimator counts: the one the target runs."""
+        return self.counting.graph(artifact) if self.counting.graph else graph
 
 
 TARGETS: Registry = Registry("target")
@@ -61,7 +86,21 @@ def target_names() -> list[str]:
     return TARGETS.names()
 
 
+def run_in_batches(target: Target, artifact, x: np.ndarray, batch_size: int) -> Recording:
+    """Run ``x`` through ``target``, in its own batch size; recordings are concatenated
+    along the batch axis (values, and the optional ``active`` / ``nonzero`` maps)."""
+    n = x.shape[1]
+    size = n if target.batch_size is None else min(target.batch_size, batch_size)
+    if size >= n:
+        return target.run(artifact, x)
+    parts = [target.run(artifact, x[:, s:s + size]) for s in range(0, n, size)]
+    return Recording.concatenate(parts)
+
+
 _LOADED = False
+BUILTIN_TARGET_MODULES = ("spikeport.exporters.reference", "spikeport.exporters.snntorch",
+                          "spikeport.exporters.onnx", "spikeport.exporters.loihi.target",
+                          "spikeport.exporters.lava.target")
 
 
 def _load_builtin_targets() -> None:
@@ -72,6 +111,5 @@ def _load_builtin_targets() -> None:
     _LOADED = True
     import importlib
 
-    for module in ("exporters.reference", "exporters.nirgraph.importer", "exporters.onnx_target",
-                   "exporters.loihi.targets"):
+    for module in BUILTIN_TARGET_MODULES:
         importlib.import_module(module)

@@ -1,7 +1,7 @@
 """spikeport models: deployable snntorch architectures, neuron presets and recipes."""
-from models.architectures import ARCHITECTURES, build_model
-from models.network import Recording, SpikingSequential, record
-from models.neurons import make_neuron
+from spikeport.models.architectures import ARCHITECTURES, build_model
+from spikeport.models.network import Recording, SpikingSequential, record
+from spikeport.models.neurons import make_neuron
 
 __all__ = ["ARCHITECTURES", "build_model", "Recording", "SpikingSequential", "record",
            "make_neuron"]

@@ -15,10 +15,10 @@ import math
 import torch
 from torch import nn
 
-from models.network import SpikingSequential
-from models.neurons import make_neuron
-from toolchain.errors import ConfigError
-from toolchain.registry import Registry
+from spikeport.models.network import SpikingSequential
+from spikeport.models.neurons import make_neuron
+from spikeport.core.errors import ConfigError
+from spikeport.core.registry import Registry
 
 ARCHITECTURES: Registry = Registry("model architecture")
 
@@ -42,7 +42,7 @@ def _layer_sizes(name: str, sizes) -> list[int]:
 def build_mlp(input_shape, n_classes, *, hidden=(128,), neuron="lif", bias=True,
               loihi_aware=False, **neuron_params) -> SpikingSequential:
     """``loihi_aware``: train with the weights the Loihi export will write (models/loihi_aware.py)."""
-    from models.loihi_aware import LoihiQuantLinear
+    from spikeport.models.loihi_aware import LoihiQuantLinear
 
     if not isinstance(loihi_aware, bool):
         raise ConfigError(f"model.loihi_aware must be true or false, got {loihi_aware!r}",

@@ -3,7 +3,7 @@ Loihi export will write.
 
 :class:`LoihiQuantLinear` keeps float "shadow" parameters (saved in the checkpoint under the
 usual ``weight`` / ``bias`` keys) and computes with their projection onto Loihi's grid, with
-a straight-through gradient. The projection is the one :mod:`exporters.loihi.quantize`
+a straight-through gradient. The projection is the one :mod:`spikeport.exporters.loihi.quantize`
 applies at export (SEMANTICS.md 7): one scale s per layer, the largest with every weight
 in [-256, 254], the bias within s13 and the threshold of the population it feeds an exact
 integer; weights become even integers / s, biases integers / s. Exported, the layer's NIR
@@ -20,11 +20,11 @@ import math
 import torch
 from torch import nn
 
-from toolchain import units
+from spikeport.core import units
 
 
 def loihi_scale(w: torch.Tensor, b: torch.Tensor | None, threshold: float) -> float:
-    """The per-layer scale of :func:`exporters.loihi.quantize.quantize` for these values."""
+    """The per-layer scale of :func:`spikeport.exporters.loihi.quantize.quantize` for these values."""
     wmax = float(w.detach().abs().max())
     limits = [units.LOIHI_WEIGHT_MAX / wmax if wmax > 0 else math.inf,
               units.LOIHI_VTH_MAX / threshold]

@@ -21,7 +21,7 @@ import snntorch as snn
 import torch
 from snntorch import surrogate as sg
 
-from toolchain.errors import ConfigError
+from spikeport.core.errors import ConfigError
 
 NEURONS = ("lif", "cuba")
 SURROGATES = {"atan": sg.atan, "fast_sigmoid": lambda slope: sg.fast_sigmoid(slope=slope)}

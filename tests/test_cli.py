@@ -7,7 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from toolchain.cli import app
+from spikeport.cli import app
 
 runner = CliRunner()
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from toolchain.cli import app
+from spikeport.cli import app
 
 runner = CliRunner()
 FLOAT_TARGETS = "reference,snntorch,onnx"  # all registered; a missing one must fail, not shrink the list

@@ -1,7 +1,7 @@
 import pytest
 
-from toolchain.config import load_recipe, recipe_names
-from toolchain.errors import ConfigError, UnknownNameError
+from spikeport.train.recipes import load_recipe, recipe_names
+from spikeport.core.errors import ConfigError, UnknownNameError
 
 
 def test_builtin_recipes_validate():

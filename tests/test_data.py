@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from toolchain.data import DATASETS, load_dataset, load_fashion_mnist, stratified_split
-from toolchain.errors import ConfigError, DataError, UnknownNameError
+from spikeport.data.datasets import DATASETS, load_dataset, load_fashion_mnist, stratified_split
+from spikeport.core.errors import ConfigError, DataError, UnknownNameError
 
 
 def test_registry():
@@ -64,7 +64,7 @@ def test_fashion_mnist_reads_idx_files(tmp_path):
 
 
 def test_fashion_mnist_from_debian_when_installed():
-    from toolchain.data import FASHION_DIR
+    from spikeport.data.datasets import FASHION_DIR
 
     if not (FASHION_DIR / "t10k-labels-idx1-ubyte.gz").exists():
         pytest.skip("Debian's dataset-fashion-mnist is not installed (make data-fashion)")

@@ -4,7 +4,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from toolchain.cli import app
+from spikeport.cli import app
 
 
 @pytest.mark.slow

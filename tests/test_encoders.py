@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from toolchain.encoders import ENCODERS, make_encoder
-from toolchain.errors import ConfigError, UnknownNameError
+from spikeport.data.encoders import ENCODERS, make_encoder
+from spikeport.core.errors import ConfigError, UnknownNameError
 
 
 def test_registry_has_the_four_encoders():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from toolchain.cli import app
+from spikeport.cli import app
 
 runner = CliRunner()
 
@@ -108,7 +108,7 @@ def test_a_users_profile_file_is_validated(run_dir, tmp_path):
 def test_estimator_benchmark_reports_both_measurements(run_dir, target):
     """Behaviour only (timings are not asserted): both sides ran the same inputs, and the
     ratios are the ratios of the reported times."""
-    from toolchain.bench import bench_estimator
+    from spikeport.bench import bench_estimator
 
     r = bench_estimator(run_dir, target, samples=16, repeats=2, min_seconds=0.0)
     o, e = r["overhead"], r["end_to_end"]
@@ -131,12 +131,12 @@ def test_targets_declaring_binary_spikes_emit_only_zeros_and_ones(run_dir, targe
     """The estimator takes Target.binary_spikes on trust (it skips a pass over every spike
     array); this holds each built-in target to it. Lava: tests/test_e2e.py finds its spikes
     equal to loihi-emu's, bin for bin."""
-    from exporters.targets import get_target
-    from toolchain import artifacts
-    from toolchain.validate import run_in_batches
+    from spikeport.exporters.targets import get_target
+    from spikeport import runs as artifacts
+    from spikeport.exporters.targets import run_in_batches
 
     tg = get_target(target)
-    assert tg.binary_spikes
+    assert tg.counting.binary_spikes
     graph, _ = artifacts.export_run_graph(run_dir, write=False)
     x = artifacts.run_inputs(run_dir, 32).x
     rec = run_in_batches(tg, tg.compile(graph, {}), x, 128)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from toolchain.errors import SpikeportError, UnknownNameError
-from toolchain.estimate import cutoff as co
-from toolchain.estimate import energy as en
+from spikeport.core.errors import SpikeportError, UnknownNameError
+from spikeport.estimate import cutoff as co
+from spikeport.estimate import energy as en
 
 
 # ------------------------------------------------------------------------ cutoff fixtures

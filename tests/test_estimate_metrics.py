@@ -1,4 +1,4 @@
-"""toolchain.estimate.metrics: hand-computed counts, conv fan-out, AC/MAC, streaming, NeuroBench."""
+"""spikeport.estimate.counting: hand-computed counts, conv fan-out, AC/MAC, streaming, NeuroBench."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,10 @@ import nir
 import numpy as np
 import pytest
 
-from exporters.graph import build_program
-from exporters.reference import run_graph
-from toolchain.estimate.metrics import MetricsAccumulator
-from toolchain.record import Recording
+from spikeport.ir.program import build_program
+from spikeport.exporters.reference import run_graph
+from spikeport.estimate.counting import MetricsAccumulator
+from spikeport.core.recording import Recording
 
 DT = 1e-3
 
@@ -297,16 +297,16 @@ def test_recorded_nonzero_maps_change_nothing(hot_bytes, monkeypatch):
     computed from the values, with exit steps and on a delayed time axis."""
     import dataclasses
 
-    from exporters import onnx_target
-    from exporters.targets import get_target
-    from toolchain.validate import run_in_batches
+    from spikeport.exporters import onnx as onnx_target
+    from spikeport.exporters.targets import get_target
+    from spikeport.exporters.targets import run_in_batches
     if hot_bytes is not None:  # 4 samples per part: 8 neurons = 256 bytes, 6 or 3 fit
         monkeypatch.setattr(onnx_target, "HOT_STEP_BYTES", hot_bytes)
     g, prog, x, ts = _random_mlp(5, bias=True)
     tg = get_target("onnx")
     art = tg.compile(g, {})
     plain = run_in_batches(tg, art, x, 4)
-    counted = run_in_batches(dataclasses.replace(tg, run=tg.run_counting), art, x, 4)
+    counted = run_in_batches(tg.counting_run(), art, x, 4)
     wide = {"a1", "lif1"} if hot_bytes else set()
     assert not plain.nonzero and set(counted.nonzero) == set(counted.values) - wide
     for n in counted.nonzero:
@@ -343,8 +343,8 @@ def test_neurobench_cross_check(arch, kw):
     from neurobench.models import SNNTorchModel
     from torch.utils.data import DataLoader, TensorDataset
 
-    from exporters.nirgraph.export import export_model
-    from models import build_model
+    from spikeport.models.export import export_model
+    from spikeport.models import build_model
 
     torch.manual_seed(0)
     model = build_model(arch, (1, 8, 8), 10, threshold=0.5, **kw)
@@ -422,8 +422,8 @@ def test_recurrent_weights_are_counted():
 # ---- the event counter against the reference kernels with binarised weights --------------
 def _binarised_reference(node, nz):
     """Per output element: (non-zero input, non-zero weight) pairs, by the float64 reference
-    kernels of exporters.reference (an implementation independent of the counter's)."""
-    from exporters.reference import KERNELS
+    kernels of spikeport.exporters.reference (an implementation independent of the counter's)."""
+    from spikeport.exporters.reference import KERNELS
     k = KERNELS.get(type(node).__name__)(node, DT)
     k.w = (k.w != 0).astype(np.float64)
     if hasattr(k, "b"):
@@ -442,7 +442,7 @@ def _conv2d(w, **kw):
 def _counts(counter, nz):
     """The counter's (events, non-zero inputs, receiving outputs, active outputs per row)
     for a bool input map nz (T, B, *in), as the estimator calls it."""
-    from toolchain.estimate.metrics import _mm_numpy, _Rows
+    from spikeport.estimate.counting import _mm_numpy, _Rows
     T, B = nz.shape[:2]
     rows = _Rows(nz, T * B, _mm_numpy)
     nonzero = rows.count()
@@ -462,7 +462,7 @@ def test_counter_matches_binarised_reference(case):
     popcounts (fan-outs within 4 bits of each other) or by a product (wider spread), inputs
     of one and of several 64-bit words, an Affine over two axes, convolutions with and
     without zero weights -- equal the binarised connection run by the reference kernels."""
-    from toolchain.estimate.metrics import _MAX_FANOUT_BITS, _Counter
+    from spikeport.estimate.counting import _MAX_FANOUT_BITS, _Counter
     rng = np.random.default_rng(len(case))
     sparse = "zeros" in case or case in ("dense-wide-spread", "dense-multiword", "affine-two-axes")
     T, B = 3, 4
@@ -518,8 +518,8 @@ def test_counter_matches_binarised_reference(case):
 @pytest.mark.parametrize("k,stride,pad", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
 def test_pool_events_match_reference_pool(k, stride, pad):
     """A pool passes an event on iff its window holds one (zero padding holds none)."""
-    from exporters.reference import KERNELS
-    from toolchain.estimate.metrics import _window_any
+    from spikeport.exporters.reference import KERNELS
+    from spikeport.estimate.counting import _window_any
     rng = np.random.default_rng(k * 100 + stride * 10 + pad)
     e = rng.random((2, 3, 4, 7, 6)) < 0.1
     node = nir.SumPool2d(kernel_size=np.array([k, k]), stride=np.array([stride, stride]),
@@ -531,7 +531,7 @@ def test_pool_events_match_reference_pool(k, stride, pad):
 def test_dense_receives_when_active_inputs_outnumber_zero_weights():
     """Output 0 has zero weights from inputs 0 and 1: a step whose only non-zero inputs are
     among those misses output 0; one more non-zero input anywhere reaches it."""
-    from toolchain.estimate.metrics import _Counter
+    from spikeport.estimate.counting import _Counter
     w = np.ones((3, 6))
     w[0, :2] = 0.0
     node = nir.Linear(weight=w)
@@ -573,7 +573,7 @@ def test_memory_traffic_of_the_hand_computed_mlp():
                                          (32, {"32kb": 1.0}), (4, {"8kb": 0.5}),
                                          (2048, {"1mb": 1.0})])
 def test_memory_levels_interpolate_the_energy_in_buffer_size(kb, expected):
-    from toolchain.estimate.metrics import _by_level
+    from spikeport.estimate.counting import _by_level
     acc = {}
     _by_level(8.0, kb * 1024, acc)  # one 64-bit access
     assert acc == pytest.approx(expected)

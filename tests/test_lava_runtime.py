@@ -17,9 +17,9 @@ import h5py
 import numpy as np
 import pytest
 
-from exporters.lava import env as lava_env
-from exporters.lava.bridge import LavaRecording, LavaRunError, LavaTimeoutError, run_netx
-from exporters.lava.env import LavaEnvError
+from spikeport.exporters.lava import env as lava_env
+from spikeport.exporters.lava.bridge import LavaRecording, LavaRunError, LavaTimeoutError, run_netx
+from spikeport.exporters.lava.env import LavaEnvError
 
 EXPORTERS = Path(lava_env.__file__).resolve().parent
 

@@ -5,11 +5,11 @@ import nir
 import numpy as np
 import pytest
 
-from exporters.loihi import emulator, netx
-from exporters.loihi.quantize import quantize
-from exporters.reference import run_graph
-from exporters.targets import get_target
-from toolchain.errors import ExportError, GraphError
+from spikeport.exporters.loihi import emulator, netx
+from spikeport.exporters.loihi.quantize import quantize
+from spikeport.exporters.reference import run_graph
+from spikeport.exporters.targets import get_target
+from spikeport.core.errors import ExportError, GraphError
 
 DT = 1e-4
 
@@ -110,8 +110,8 @@ def conv_net(rng, pool=None, stride=1, in_shape=(2, 6, 6), ch=3, thr=0.5):
 @pytest.mark.parametrize("pool", [nir.SumPool2d, nir.AvgPool2d])
 def test_pool_after_conv_folds_into_one_strided_convolution_exactly(pool):
     """Folding is exact in float: the folded conv reproduces conv -> pool on any input."""
-    from exporters.loihi.quantize import _conv_params
-    from exporters.reference import conv2d
+    from spikeport.exporters.loihi.quantize import _conv_params
+    from spikeport.exporters.reference import conv2d
 
     rng = np.random.default_rng(5)
     g = conv_net(rng, pool=pool, in_shape=(2, 7, 7))
@@ -227,7 +227,7 @@ def test_the_written_netx_file_loads_in_netx_unmodified(tmp_path):
     """Load the file with lava-dl's own netx.hdf5.Network inside the Lava environment."""
     import subprocess
 
-    from exporters.lava.env import ensure_ready
+    from spikeport.exporters.lava.env import ensure_ready
 
     _, graph, _ = next(golden_networks())
     path = netx.write(quantize(graph), tmp_path / "m.net")
@@ -246,8 +246,8 @@ def test_loihi_targets_count_the_folded_integer_network(brute_force_conv_ops):
     """On Loihi a sum pool is folded into its convolution (a 4x4 kernel at stride 2 here),
     and a weight quantised to 0 is no synapse: the estimator counts that network, which the
     float graph (3x3 conv at stride 1, then the pool) overcounts."""
-    from exporters.graph import build_program
-    from toolchain.estimate.metrics import MetricsAccumulator
+    from spikeport.ir.program import build_program
+    from spikeport.estimate.counting import MetricsAccumulator
 
     rng = np.random.default_rng(11)
     g = conv_net(rng, pool=nir.SumPool2d, in_shape=(2, 6, 6))
@@ -256,7 +256,7 @@ def test_loihi_targets_count_the_folded_integer_network(brute_force_conv_ops):
     net = tg.compile(g, {})
     assert net.layers[0].conv["stride"] == (2, 2) and net.layers[0].weight.shape[2:] == (4, 4)
     assert np.all(net.layers[1].weight[0, :5] == 0)
-    counted = tg.counting_graph(net)
+    counted = tg.counting.graph(net)
     T, B = 5, 3
     x = (rng.random((T, B, 2, 6, 6)) < 0.4).astype(float)
     rec = tg.run(net, x)

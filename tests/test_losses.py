@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toolchain.errors import ConfigError, UnknownNameError
-from toolchain.losses import LOSSES, make_loss
+from spikeport.core.errors import ConfigError, UnknownNameError
+from spikeport.train.losses import LOSSES, make_loss
 
 
 def spikes_from_counts(counts, T=10):

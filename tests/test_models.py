@@ -1,8 +1,8 @@
 import snntorch as snn
 import torch
 
-from models import build_model, record
-from models.neurons import is_deployable, make_neuron
+from spikeport.models import build_model, record
+from spikeport.models.neurons import is_deployable, make_neuron
 
 
 def step_major(model, x):

@@ -10,13 +10,13 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from exporters.nirgraph.export import export_model
-from exporters.nirgraph.importer import import_graph
-from exporters.reference import run_graph
-from exporters.targets import get_target, target_names
-from models import build_model, record
-from toolchain import units
-from toolchain.errors import ExportError, GraphError
+from spikeport.models.export import export_model
+from spikeport.exporters.snntorch import import_graph
+from spikeport.exporters.reference import run_graph
+from spikeport.exporters.targets import get_target, target_names
+from spikeport.models import build_model, record
+from spikeport.core import units
+from spikeport.core.errors import ExportError, GraphError
 
 FLOAT_TARGETS = [t for t in ("reference", "snntorch", "onnx") if t in target_names()]
 DT = 1e-4
@@ -487,8 +487,8 @@ def test_random_mlps_agree_on_every_target(seed, n_in, n_h, neuron, beta, alpha)
 
 
 def test_residual_block_exports_as_fan_in_edges_and_matches_the_model():
-    from models.network import Residual, SpikingSequential
-    from models.neurons import make_neuron
+    from spikeport.models.network import Residual, SpikingSequential
+    from spikeport.models.neurons import make_neuron
 
     torch.manual_seed(2)
     model = SpikingSequential([
@@ -512,8 +512,8 @@ def test_residual_block_exports_as_fan_in_edges_and_matches_the_model():
 
 
 def test_residual_block_that_changes_shape_is_refused():
-    from models.network import Residual
-    from models.neurons import make_neuron
+    from spikeport.models.network import Residual
+    from spikeport.models.neurons import make_neuron
 
     net = nn.Sequential(nn.Linear(4, 6), make_neuron("lif", (6,)),
                         Residual([nn.Linear(6, 3), make_neuron("lif", (3,))]))
@@ -533,7 +533,7 @@ def test_conv1d_model_exports_and_matches():
     g = export_model(net, (2, 8))
     assert type(g.nodes["0"]).__name__ == "Conv1d"
     x = (torch.rand(9, 4, 2, 8, generator=torch.Generator().manual_seed(1)) < 0.5).double()
-    from models.network import _run_layers
+    from spikeport.models.network import _run_layers
     with torch.no_grad(), record(net) as rec:
         _run_layers(net, x)
     for target, r in run_all(g, x.numpy()).items():

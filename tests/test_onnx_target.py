@@ -17,12 +17,12 @@ import onnx
 import pytest
 import torch
 
-from exporters import onnx_target as ot
-from exporters import reference as ref
-from exporters.graph import build_program
-from exporters.targets import get_target, target_names
-from toolchain import units
-from toolchain.errors import GraphError
+from spikeport.exporters import onnx as ot
+from spikeport.exporters import reference as ref
+from spikeport.ir.program import build_program
+from spikeport.exporters.targets import get_target, target_names
+from spikeport.core import units
+from spikeport.core.errors import GraphError
 
 DT = 1e-4
 
@@ -410,8 +410,8 @@ def _scaled(model, factor):
     ("conv", dict(channels=[4, 4], pool="sum", neuron="cuba", threshold=0.5), 3.0),
 ])
 def test_project_models_export_to_onnx(arch, params, factor):
-    from exporters.nirgraph.export import export_model
-    from models import build_model
+    from spikeport.models.export import export_model
+    from spikeport.models import build_model
 
     torch.manual_seed(0)
     model = _scaled(build_model(arch, (1, 8, 8), 10, **params), factor)

@@ -10,15 +10,14 @@ Lava; the runner's own simulation time (``lava_sim_seconds``) is reported beside
 """
 from __future__ import annotations
 
-import dataclasses
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from exporters.targets import get_target
-from toolchain import artifacts
+from spikeport.exporters.targets import get_target
+from spikeport import runs as artifacts
 
 
 def bench(run_dir: str | Path, samples: int = 20, per_sample: int | None = None) -> dict:
@@ -37,7 +36,7 @@ def bench(run_dir: str | Path, samples: int = 20, per_sample: int | None = None)
     t0 = time.perf_counter()
     r_lava = lava.run(art, x)
     t_lava = time.perf_counter() - t0
-    sim_lava = float(getattr(r_lava, "lava_status", {}).get("seconds", float("nan")))
+    sim_lava = float((r_lava.lava_status or {}).get("seconds", float("nan")))
 
     k = B if per_sample is None else min(per_sample, B)
     t0 = time.perf_counter()
@@ -82,25 +81,25 @@ def bench_estimator(run_dir: str | Path, target: str, samples: int | None = None
       ``read_once``: the target with every recorded array merely read once
       (``np.not_equal(v, 0)``) between batches -- the floor of any count made after the
       fact. The three run in rotating order."""
-    from exporters.graph import build_program
-    from toolchain.estimate.metrics import MetricsAccumulator
-    from toolchain.validate import run_in_batches
+    from spikeport.ir.program import build_program
+    from spikeport.estimate.counting import MetricsAccumulator
+    from spikeport.exporters.targets import run_in_batches
 
     graph, _ = artifacts.export_run_graph(run_dir, write=False)
     x = artifacts.run_inputs(run_dir, samples).x
     tg = get_target(target)
     art = tg.compile(graph, {})
-    program = build_program(tg.counting_graph(art) if tg.counting_graph else graph)
+    program = build_program(tg.counted_graph(art, graph))
     binary = bool(np.all((x == 0) | (x == 1)))
     starts = range(0, x.shape[1], 128)
-    counting = dataclasses.replace(tg, run=tg.run_counting) if tg.run_counting else tg
+    counting = tg.counting_run()
 
     def plain():
         for s in starts:
             run_in_batches(tg, art, x[:, s:s + 128], 128)
 
     def with_metrics():
-        acc = MetricsAccumulator(program, binary, tg.matmul, tg.binary_spikes)
+        acc = MetricsAccumulator(program, binary, tg.counting.matmul, tg.counting.binary_spikes)
         for s in starts:
             xb = x[:, s:s + 128]
             acc.update(run_in_batches(counting, art, xb, 128), xb)
@@ -114,7 +113,7 @@ def bench_estimator(run_dir: str | Path, target: str, samples: int | None = None
     recordings = [run_in_batches(counting, art, x[:, s:s + 128], 128) for s in starts]
 
     def metrics_only():
-        acc = MetricsAccumulator(program, binary, tg.matmul, tg.binary_spikes)
+        acc = MetricsAccumulator(program, binary, tg.counting.matmul, tg.counting.binary_spikes)
         for rec, s in zip(recordings, starts):
             acc.update(rec, x[:, s:s + 128])
         acc.summary()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 
 def catalog() -> dict[str, list[tuple[str, str]]]:
-    from models.architectures import ARCHITECTURES
-    from toolchain.config import RECIPE_DIR, recipe_names
-    from toolchain.data import DATASETS
-    from toolchain.encoders import ENCODERS
-    from toolchain.losses import LOSSES
+    from spikeport.models.architectures import ARCHITECTURES
+    from spikeport.train.recipes import RECIPE_DIR, recipe_names
+    from spikeport.data.datasets import DATASETS
+    from spikeport.data.encoders import ENCODERS
+    from spikeport.train.losses import LOSSES
 
     def rows(reg):
         return [(e.name, e.summary) for e in reg.entries()]
@@ -26,7 +26,7 @@ def catalog() -> dict[str, list[tuple[str, str]]]:
     }
 
 
-BEGIN = "<!-- BEGIN GENERATED: spikeport list (python -m toolchain.catalog) -->"
+BEGIN = "<!-- BEGIN GENERATED: spikeport list (python -m spikeport.catalog) -->"
 END = "<!-- END GENERATED -->"
 
 
@@ -40,13 +40,13 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
-MATRIX_BEGIN = "<!-- BEGIN GENERATED: support matrix (python -m toolchain.catalog) -->"
+MATRIX_BEGIN = "<!-- BEGIN GENERATED: support matrix (python -m spikeport.catalog) -->"
 
 
 def support_matrix() -> str:
     """NIR node types x targets, and the model layers the exporter handles, as markdown."""
-    from exporters.nirgraph.export import HANDLERS
-    from exporters.targets import TARGETS, target_names
+    from spikeport.models.export import HANDLERS
+    from spikeport.exporters.targets import TARGETS, target_names
 
     names = target_names()
     supported = {t: set(TARGETS.get(t).supported()) for t in names}
@@ -67,12 +67,12 @@ def support_matrix() -> str:
     return "\n".join(lines)
 
 
-PROFILES_BEGIN = "<!-- BEGIN GENERATED: energy profiles (python -m toolchain.catalog) -->"
+PROFILES_BEGIN = "<!-- BEGIN GENERATED: energy profiles (python -m spikeport.catalog) -->"
 
 
 def profiles_table() -> str:
     """Every constant of every shipped energy profile with its marker and source."""
-    from toolchain.estimate.energy import list_profiles, load_profile
+    from spikeport.estimate.energy import list_profiles, load_profile
 
     lines = [PROFILES_BEGIN, ""]
     for name in list_profiles():

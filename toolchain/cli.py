@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from toolchain.errors import SpikeportError
+from spikeport.core.errors import SpikeportError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="spikeport: train spiking networks, export them through NIR, deploy, "
@@ -69,8 +69,8 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ):
     """Train a recipe and write a run directory (config, checkpoint, metrics)."""
-    from toolchain.config import load_recipe
-    from toolchain.train import summary, train_run
+    from spikeport.train.recipes import load_recipe
+    from spikeport.train.loop import summary, train_run
 
     overrides = list(set_)
     if epochs is not None:
@@ -92,7 +92,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object with the results"),
 ):
     """Recompute test accuracy, macro F1 and hidden-neuron usage from a run's checkpoint."""
-    from toolchain.train import evaluate_run, summary
+    from spikeport.train.loop import evaluate_run, summary
 
     result = evaluate_run(run)
     if as_json:
@@ -111,22 +111,23 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Export a run's model; the artifact is written into the run directory."""
-    from toolchain import artifacts, io
+    from spikeport import runs as artifacts
+    from spikeport.core import io
 
     io.require_run_dir(run)
     if to == "nir":
         graph, path = artifacts.export_run_graph(run)
         info = {"artifact": str(path), "format": "nir", "nodes": len(graph.nodes)}
     elif to == "onnx":
-        from exporters import onnx_target
+        from spikeport.exporters import onnx as onnx_target
 
         graph, _ = artifacts.export_run_graph(run)
         path = run / artifacts.ONNX_FILE
         onnx_target.save(onnx_target.compile(graph, {}), path)
         info = {"artifact": str(path), "format": "onnx"}
     elif to == "loihi":
-        from exporters.loihi import netx
-        from exporters.loihi.quantize import quantize
+        from spikeport.exporters.loihi import netx
+        from spikeport.exporters.loihi.quantize import quantize
 
         graph, _ = artifacts.export_run_graph(run)
         net = quantize(graph, allow_approximation=allow_approximation)
@@ -159,8 +160,8 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Summarise a NIR graph: nodes, shapes, neuron counts, parameters, metadata."""
-    from toolchain.artifacts import read_graph
-    from toolchain.inspect_graph import format_summary, summarize
+    from spikeport.runs import read_graph
+    from spikeport.ir.inspect import format_summary, summarize
 
     s = summarize(read_graph(graph))
     if as_json:
@@ -170,7 +171,7 @@ def inspect(
 
 
 def _targets_option(text: str) -> list[str]:
-    from exporters.targets import target_names
+    from spikeport.exporters.targets import target_names
 
     names = [t.strip() for t in text.split(",") if t.strip()]
     known = target_names()
@@ -195,12 +196,14 @@ def run(
     """Run a graph on one target and report output spikes (and accuracy with labels)."""
     import numpy as np
 
-    from toolchain import artifacts, io
-    from toolchain.validate import predict
+    from spikeport import runs as artifacts
+
+    from spikeport.core import io
+    from spikeport.validate import predict
 
     (name,) = _targets_option(target)
     g, inputs, _ = artifacts.resolve(graph, input_file, samples)
-    from exporters.targets import get_target
+    from spikeport.exporters.targets import get_target
 
     t = get_target(name)
     rec = t.run(t.compile(g, {}), inputs.x)
@@ -237,8 +240,9 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run the same inputs on several targets: accuracy per target, spike mismatches per pair."""
-    from toolchain import artifacts, io
-    from toolchain.validate import validate as run_validation
+    from spikeport import runs as artifacts
+    from spikeport.core import io
+    from spikeport.validate import validate as run_validation
 
     names = _targets_option(targets)
     if samples is not None and samples < 1:
@@ -274,14 +278,14 @@ def bench(
 ):
     """Time the Loihi emulator against Lava, one batched Lava run against per-sample runs, and
     estimation against plain inference."""
-    from toolchain import io
-    from toolchain.bench import bench as run_bench
+    from spikeport.core import io
+    from spikeport.bench import bench as run_bench
 
     io.require_run_dir(run)
     if samples < 1:
         raise SpikeportError("--samples must be >= 1", "pass a positive number")
-    from exporters.targets import get_target
-    from toolchain.bench import bench_estimator
+    from spikeport.exporters.targets import get_target
+    from spikeport.bench import bench_estimator
 
     names = [t.strip() for t in estimator_targets.split(",") if t.strip()]
     for t in names:
@@ -310,7 +314,7 @@ def estimate(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Spikes, hidden-neuron usage, synaptic ops, anytime-cutoff latency and energy on a target."""
-    from toolchain.estimator import estimate as run_estimate, format_table
+    from spikeport.estimate.pipeline import estimate as run_estimate, format_table
 
     (name,) = _targets_option(target)
     if samples is not None and samples < 1:
@@ -320,7 +324,7 @@ def estimate(
                           allow_approximation=allow_approximation)
     first = result.pop("_first_sample")
     if plots is not None:
-        from toolchain.plots import write_plots
+        from spikeport.estimate.plots import write_plots
 
         result["plots"] = [str(p) for p in write_plots(result, first, plots)]
     if as_json:
@@ -340,7 +344,7 @@ app.add_typer(lava_app, name="lava-env")
 @user_errors
 def lava_install():
     """Create (or reuse) the Lava environment in the per-user cache (about 4 minutes, 5.6 GB)."""
-    from exporters.lava import env
+    from spikeport.exporters.lava import env
 
     path = env.install(progress=lambda line: typer.echo(line, err=True))
     typer.echo(str(path))
@@ -350,7 +354,7 @@ def lava_install():
 @user_errors
 def lava_check(as_json: bool = typer.Option(False, "--json", help="print one JSON object")):
     """Verify the Lava environment: Python, lava-nc and lava-dl versions, import."""
-    from exporters.lava import env
+    from spikeport.exporters.lava import env
 
     status = env.check()
     if as_json:
@@ -365,7 +369,7 @@ def lava_check(as_json: bool = typer.Option(False, "--json", help="print one JSO
 @lava_app.command("path")
 def lava_path():
     """Print where the Lava environment lives (whether or not it exists yet)."""
-    from exporters.lava import env
+    from spikeport.exporters.lava import env
 
     typer.echo(str(env.env_path()))
 
@@ -374,7 +378,7 @@ def lava_path():
 @user_errors
 def list_(what: str = typer.Argument("all", help="datasets, encoders, losses, models, recipes or all")):
     """List the registered datasets, encoders, losses, model architectures and recipes."""
-    from toolchain.catalog import catalog
+    from spikeport.catalog import catalog
 
     cat = catalog()
     if what != "all" and what not in cat:

@@ -13,28 +13,13 @@ from itertools import combinations
 import nir
 import numpy as np
 
-from exporters.targets import get_target
-from toolchain.errors import SpikeportError
-from toolchain.record import Recording
+from spikeport.exporters.targets import get_target, run_in_batches
+from spikeport.core.errors import SpikeportError
+from spikeport.core.recording import Recording
 
 
 def predict(output: np.ndarray) -> np.ndarray:
     return output.sum(0).argmax(-1)
-
-
-def run_in_batches(target, artifact, x: np.ndarray, batch_size: int) -> Recording:
-    """Run ``x`` through ``target``, in its own batch size; recordings are concatenated."""
-    n = x.shape[1]
-    size = n if target.batch_size is None else min(target.batch_size, batch_size)
-    if size >= n:
-        return target.run(artifact, x)
-    parts = [target.run(artifact, x[:, s:s + size]) for s in range(0, n, size)]
-    first = parts[0]
-    values = {k: np.concatenate([p.values[k] for p in parts], 1) for k in first.values}
-    active = {k: np.concatenate([p.active[k] for p in parts], 1) for k in first.active}
-    nonzero = {k: np.concatenate([p.nonzero[k] for p in parts], 1) for k in first.nonzero}
-    return Recording(values, first.output, first.spiking, first.dt, delay=dict(first.delay),
-                     active=active, nonzero=nonzero)
 
 
 def validate(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None, targets: list[str],

@@ -8,7 +8,7 @@ per netx block plus a JSON status. All samples go through one Lava run (state re
 samples; the time layout is documented in ``runner.py``).
 
 Errors are typed: a missing or incomplete environment raises
-:class:`~exporters.lava.env.LavaEnvError` (with the install command), a failed run
+:class:`~spikeport.exporters.lava.env.LavaEnvError` (with the install command), a failed run
 :class:`LavaRunError` carrying the runner's one-line message, a run over its time limit
 :class:`LavaTimeoutError`. No multiprocessing is used here (SEMANTICS.md 9).
 """
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.lava.env import LavaEnvError, ensure_ready
-from toolchain.errors import SpikeportError
+from spikeport.exporters.lava.env import LavaEnvError, ensure_ready
+from spikeport.core.errors import SpikeportError
 
 RUNNER = Path(__file__).resolve().parent / "runner.py"
 STOP_GRACE = 20.0  # seconds a timed-out runner gets to stop Lava cleanly before it is killed
@@ -177,7 +177,7 @@ def run_netx(net_path: str | os.PathLike, spikes: np.ndarray, num_layers: int | 
 
 
 def _main(argv: list[str]) -> int:  # pragma: no cover - a debugging aid
-    """``python -m exporters.lava.bridge NET.net SPIKES.npy [num_layers]``"""
+    """``python -m spikeport.exporters.lava.bridge NET.net SPIKES.npy [num_layers]``"""
     if len(argv) < 2:
         print(_main.__doc__, file=sys.stderr)
         return 2

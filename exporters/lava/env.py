@@ -19,7 +19,7 @@ Nothing here sets a multiprocessing start method.
 
 Command line (also reachable as ``spikeport lava-env ...`` once wired into the CLI)::
 
-    python -m exporters.lava.env path|check|install
+    python -m spikeport.exporters.lava.env path|check|install
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from toolchain.errors import SpikeportError
+from spikeport.core.errors import SpikeportError
 
 REQUIREMENTS = Path(__file__).resolve().parent / "requirements-lava.txt"
 MARKER = ".spikeport-ready"
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         elif cmd == "install":
             print(install(progress=lambda line: print(line, flush=True)))
         else:
-            print("usage: python -m exporters.lava.env path|check|install", file=sys.stderr)
+            print("usage: python -m spikeport.exporters.lava.env path|check|install", file=sys.stderr)
             return 2
     except SpikeportError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)

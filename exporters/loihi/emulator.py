@@ -1,11 +1,11 @@
 """loihi-emu: a batched emulator of Lava's fixed-point CUBA arithmetic.
 
 It reproduces, bit for bit, what Lava's CPU simulator computes for a netx network written
-by :mod:`exporters.loihi.netx` (``Loihi2SimCfg(select_tag="fixed_pt")``): integer weight
+by :mod:`spikeport.exporters.loihi.netx` (``Loihi2SimCfg(select_tag="fixed_pt")``): integer weight
 sums of binary spikes, the current and voltage updates with right shifts toward zero, the
 decay offset of netx (du = iDecay - 1, plus Lava's ds_offset 1), the 24-bit wrap of u and
 saturation of v, the strict threshold on vThMant << 6 and the reset of v to 0
-(:mod:`toolchain.units`). It runs on the model's time axis: Lava's one-step delay per
+(:mod:`spikeport.core.units`). It runs on the model's time axis: Lava's one-step delay per
 Dense (SEMANTICS.md 8) only shifts layer l by l steps, which the Lava target removes
 when it cuts its recording into samples; the pipeline latency is reported separately.
 
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from exporters.loihi.quantize import LoihiNetwork
-from exporters.reference import conv2d
-from toolchain import units
-from toolchain.errors import GraphError
-from toolchain.record import Recording
+from spikeport.exporters.loihi.quantize import LoihiNetwork
+from spikeport.exporters.reference import conv2d
+from spikeport.core import units
+from spikeport.core.errors import GraphError
+from spikeport.core.recording import Recording
 
 HALF = 2 ** (units.LOIHI_STATE_BITS - 1)
 

@@ -32,9 +32,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from exporters.loihi.quantize import LayerReport, LoihiLayer, LoihiNetwork
-from toolchain.errors import GraphError
-from toolchain.io import atomic_write
+from spikeport.exporters.loihi.quantize import LayerReport, LoihiLayer, LoihiNetwork
+from spikeport.core.errors import GraphError
+from spikeport.core.io import atomic_write
 
 FORMAT = "spikeport-netx/1"
 

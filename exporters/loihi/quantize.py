@@ -31,9 +31,9 @@ from dataclasses import asdict, dataclass, field
 import nir
 import numpy as np
 
-from exporters.graph import Program, build_program, pair
-from toolchain import units
-from toolchain.errors import ExportError
+from spikeport.ir.program import Program, build_program, pair
+from spikeport.core import units
+from spikeport.core.errors import ExportError
 
 SYNAPSES = (nir.Affine, nir.Linear)
 POOLS = (nir.SumPool2d, nir.AvgPool2d)

@@ -6,7 +6,7 @@ target's Recording (on Loihi the raw ``output_values`` lag by the pipeline delay
 Y(t) = sum of o(1..t); step numbers returned here are **1-based** (t = 1..T).
 
 Predictions use argmax of Y(t) with ties going to the lowest class index, like
-``toolchain.validate.predict`` / ``toolchain.train.predict`` (numpy's argmax does this).
+``spikeport.validate.predict`` / ``spikeport.train.loop.predict`` (numpy's argmax does this).
 
 Criteria:
 
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain.errors import SpikeportError
-from toolchain.io import write_json
+from spikeport.core.errors import SpikeportError
+from spikeport.core.io import write_json
 
 THRESHOLDS_FORMAT = "spikeport-cutoff/1"
 READOUT = "output spike counts"

@@ -51,8 +51,8 @@ from pathlib import Path
 
 import yaml
 
-from toolchain import units
-from toolchain.errors import SpikeportError, UnknownNameError
+from spikeport.core import units
+from spikeport.core.errors import SpikeportError, UnknownNameError
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 NAIVE_PROFILE = "ann-45nm"
@@ -270,7 +270,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
 
 def _check_counts(counts: dict, profile: Profile) -> dict:
     if not isinstance(counts, dict):
-        raise ProfileError("counts must be a dict", "see the table in toolchain.estimate.energy")
+        raise ProfileError("counts must be a dict", "see the table in spikeport.estimate.energy")
     unknown = sorted(set(counts) - set(COUNT_REQUIRED) - set(COUNT_OPTIONAL))
     if unknown:
         raise ProfileError(f"unknown count {unknown[0]!r}",

@@ -5,7 +5,7 @@ dotted recurrent subgraphs, CubaLIF with ``w_in``, Affine with bias, LIF, IF, LI
 Integrator-style nodes, Scale, Threshold, Delay, Conv1d/Conv2d, pooling, Flatten,
 per-neuron parameter arrays). It returns a :class:`NIRModule` that runs the graph step by
 step with the same program order and the same float64 arithmetic as the reference target
-(:mod:`toolchain.units`): neuron populations are real ``snntorch.Leaky`` / ``Synaptic``
+(:mod:`spikeport.core.units`): neuron populations are real ``snntorch.Leaky`` / ``Synaptic``
 modules (reset to zero, no reset delay) fed through an input gain where the NIR parameters
 need one; CubaLIF populations whose membrane gain is not 1 or that have a leak, and
 populations with a non-zero reset value, use small explicit torch modules that snntorch
@@ -20,11 +20,11 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from exporters.graph import Program, build_program, pair, summed_input, torch_conv_args
-from toolchain import units
-from toolchain.errors import GraphError
-from toolchain.record import Recording
-from toolchain.registry import Registry
+from spikeport.ir.program import Program, build_program, pair, summed_input, torch_conv_args
+from spikeport.core import units
+from spikeport.core.errors import GraphError
+from spikeport.core.recording import Recording
+from spikeport.core.registry import Registry
 
 NODE_MAP: Registry = Registry("NIR -> torch node")
 DTYPE = torch.float64
@@ -404,13 +404,13 @@ def _run(module: NIRModule, x: np.ndarray) -> Recording:
 
 
 def _register():
-    from exporters.targets import Target, register
+    from spikeport.exporters.targets import Counting, Target, register
 
     register(Target(
         name="snntorch", compile=_compile, run=_run, supported=NODE_MAP.names,
         profiles=("cpu", "gpu", "ann-45nm"), exactness="bit-identical to reference (float64)",
-        summary="the graph re-imported as a torch module of snntorch neurons", matmul="torch",
-        binary_spikes=True))
+        summary="the graph re-imported as a torch module of snntorch neurons", 
+        counting=Counting(matmul="torch", binary_spikes=True)))
 
 
 _register()

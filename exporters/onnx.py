@@ -1,7 +1,7 @@
 """The ONNX target: a NIR graph as a per-time-step float64 ONNX model, run by onnxruntime.
 
 :func:`compile` builds one ONNX graph (opset 17, all tensors DOUBLE) that computes a single
-time step of the :class:`~exporters.graph.Program`:
+time step of the :class:`~spikeport.ir.program.Program`:
 
 - inputs: ``x`` (this step's input, ``[batch, *input_shape]``, symbolic batch) and one
   state tensor per stateful quantity: the membrane ``v`` of LIF / LI / IF / I, ``i`` and
@@ -10,8 +10,8 @@ time step of the :class:`~exporters.graph.Program`:
 - outputs: the value of every node at this step (spikes for spiking nodes), then the new
   value of every state, in the same order as the state inputs.
 
-Every kernel mirrors :mod:`exporters.reference` operation for operation, in float64, with the
-coefficients of :mod:`toolchain.units` baked in as DOUBLE initializers and one ONNX node per
+Every kernel mirrors :mod:`spikeport.exporters.reference` operation for operation, in float64, with the
+coefficients of :mod:`spikeport.core.units` baked in as DOUBLE initializers and one ONNX node per
 arithmetic operation (separate ``Mul`` and ``Add``, never a fused op), so that each
 element-wise update rounds exactly as numpy does: e.g. LIF is ``v = d*v + (g*x + l)``,
 ``z = Cast(Greater(v, v_th))``, ``v = Where(z, v_reset, v)``. Fan-in edges are summed left to
@@ -26,7 +26,7 @@ time so that onnxruntime cannot fuse or reassociate any of it.
 Bit identity with the reference holds for every element-wise operation unconditionally. The
 weighted sums (Affine, Linear, Conv, pools) are computed by different matrix kernels (numpy's
 BLAS vs onnxruntime's); they agree bit for bit whenever those sums are exact in float64 --
-which they are for binary spikes and float32 weights (see :mod:`toolchain.units`) -- and
+which they are for binary spikes and float32 weights (see :mod:`spikeport.core.units`) -- and
 otherwise within float64 rounding.
 
 The model's ``metadata_props`` carry everything :func:`run` needs (key ``spikeport``, JSON),
@@ -34,7 +34,7 @@ so a saved ``.onnx`` file is self-contained: :func:`load` reads it back into an
 :class:`OnnxArtifact`.
 
 ONNX node builders are registered per NIR class name in :data:`BUILDERS` (mirroring
-:data:`exporters.reference.KERNELS`); a graph with any other node is refused at compile time,
+:data:`spikeport.exporters.reference.KERNELS`); a graph with any other node is refused at compile time,
 naming the node and the supported set.
 """
 from __future__ import annotations
@@ -50,12 +50,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from exporters.graph import SPIKING, Program, build_program, pair
-from toolchain import units
-from toolchain.errors import GraphError
-from toolchain.io import atomic_write
-from toolchain.record import Recording
-from toolchain.registry import Registry
+from spikeport.ir.program import SPIKING, Program, build_program, pair
+from spikeport.core import units
+from spikeport.core.errors import GraphError
+from spikeport.core.io import atomic_write
+from spikeport.core.recording import Recording
+from spikeport.core.registry import Registry
 
 OPSET = 17
 FORMAT = "spikeport-onnx/1"
@@ -121,7 +121,7 @@ class OnnxArtifact:
             raise GraphError(f"{source} is not a spikeport ONNX artifact (missing or unreadable "
                              f"'{METADATA_KEY}' metadata: {type(e).__name__})",
                              "export it with `spikeport export --to onnx` or "
-                             "exporters.onnx_target.save") from None
+                             "spikeport.exporters.onnx.save") from None
 
 
 # --------------------------------------------------------------------------- graph emitter
@@ -267,7 +267,7 @@ class Scale:
 
 
 def _conv2d(c: Ctx, x, shape, w, b, stride, padding, dilation, groups, tag="conv"):
-    """The reference's conv2d (exporters.reference.conv2d) as Pad -> Gather (im2col) ->
+    """The reference's conv2d (spikeport.exporters.reference.conv2d) as Pad -> Gather (im2col) ->
     MatMul -> Add(bias). x is (B, C, H, W); returns (y, (O, Ho, Wo))."""
     if len(shape) != 3:
         raise GraphError(f"node {c.name!r}: a 2-d convolution needs input (C, H, W), got {shape}",
@@ -721,12 +721,12 @@ def run(artifact: OnnxArtifact, x: np.ndarray, membranes: bool = False,
 
 
 def _register():
-    from exporters.targets import Target, register
+    from spikeport.exporters.targets import Counting, Target, register
 
     register(Target(
         name="onnx", compile=compile, run=lambda a, x: run(a, x),
-        run_counting=lambda a, x: run(a, x, nonzero=True),
-        supported=BUILDERS.names, profiles=("cpu", "gpu", "ann-45nm"), binary_spikes=True,
+        counting=Counting(binary_spikes=True, run=lambda a, x: run(a, x, nonzero=True)),
+        supported=BUILDERS.names, profiles=("cpu", "gpu", "ann-45nm"),
         exactness="bit-identical to reference (float64)",
         summary="per-step float64 ONNX model run by onnxruntime (CPU)"))
 

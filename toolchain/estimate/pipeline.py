@@ -3,7 +3,7 @@ latency and energy of a network *as deployed on one target*.
 
 The pipeline (ENERGY.md 5): run the target on the inputs batch by batch; from each batch's
 output layer compute the exit step of every sample under the chosen cutoff; feed the
-Recording, the inputs and the exit steps to :class:`~toolchain.estimate.metrics.MetricsAccumulator`
+Recording, the inputs and the exit steps to :class:`~spikeport.estimate.counting.MetricsAccumulator`
 (every count integrated only up to the exit step); at the end turn the per-sample counts
 into energy with each energy profile of the target (or the one asked for).
 
@@ -16,19 +16,18 @@ p = 0.3 switched on; spikeport's models have no dropout, so calibration is deter
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from exporters.graph import build_program
-from exporters.targets import get_target
-from toolchain import artifacts, io
-from toolchain.errors import SpikeportError
-from toolchain.estimate import cutoff as co
-from toolchain.estimate.energy import energy, load_profile
-from toolchain.estimate.metrics import MetricsAccumulator
-from toolchain.validate import run_in_batches
+from spikeport.ir.program import build_program
+from spikeport.exporters.targets import get_target, run_in_batches
+from spikeport import runs as artifacts
+from spikeport.core import io
+from spikeport.core.errors import SpikeportError
+from spikeport.estimate import cutoff as co
+from spikeport.estimate.energy import energy, load_profile
+from spikeport.estimate.counting import MetricsAccumulator
 
 CUTOFFS = ("topk", "confidence", "none")
 TOPK_FILE = "cutoff_topk.json"
@@ -89,11 +88,11 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
 
     artifact = tg.compile(graph, {"allow_approximation": allow_approximation})
     # count on the network the target runs (Loihi: integer weights, pools folded)
-    program = build_program(tg.counting_graph(artifact) if tg.counting_graph else graph)
+    program = build_program(tg.counted_graph(artifact, graph))
     binary = bool(np.all((x == 0) | (x == 1)))
-    acc = MetricsAccumulator(program, input_binary=binary, matmul=tg.matmul,
-                             binary_spikes=tg.binary_spikes)
-    runner = dataclasses.replace(tg, run=tg.run_counting) if tg.run_counting else tg
+    acc = MetricsAccumulator(program, input_binary=binary, matmul=tg.counting.matmul,
+                             binary_spikes=tg.counting.binary_spikes)
+    runner = tg.counting_run()
     chunk = x.shape[1] if tg.batch_size is None else batch_size
     outputs, exits, forced, first = [], [], [], None
     extra = {}
@@ -113,7 +112,7 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
         forced.append(f)
         if first is None:
             first = {n: rec.aligned(n)[:, 0].copy() for n in rec.spiking}
-        if getattr(rec, "pipeline_latency", None) is not None:
+        if rec.pipeline_latency is not None:
             extra["pipeline_latency_steps"] = int(rec.pipeline_latency)
         # free this batch's recording before the next one is made: kept alive through the next
         # inference, it made that inference 8-10 % slower (digits MLP on onnx, measured side by

@@ -1,6 +1,6 @@
 """Streaming per-layer and total activity metrics of one target (ENERGY.md sections 1 and 2).
 
-:class:`MetricsAccumulator` consumes one :class:`~toolchain.record.Recording` per batch
+:class:`MetricsAccumulator` consumes one :class:`~spikeport.core.recording.Recording` per batch
 together with the batch input x (T, B, *input_shape) and optional exit steps, and keeps only
 per-layer per-step sums (arrays of length T) and per-sample scalars; no spike train outlives
 ``update``. ``summary()`` returns a JSON-serialisable dict.
@@ -23,7 +23,7 @@ What is counted (t*_b = exit step of sample b, 1-based; every count uses only t 
   value). A source that the target did not record (the Loihi targets record only neuron
   populations) is *recomputed* from its own sources when it is a stateless pass-through node
   (Input, Output, Flatten, SumPool2d, AvgPool2d, Scale), with the kernels of
-  :mod:`exporters.reference`; anything else unrecorded is an error. Effective ops per step =
+  :mod:`spikeport.exporters.reference`; anything else unrecorded is an error. Effective ops per step =
   sum of the output of the connection run with binarised weights (w != 0 -> 1) and zero bias on
   the binarised input (x != 0 -> 1) -- NeuroBench's definition, exact for convolutions with
   padding and stride. Bias is not an op. Computed without running the connection: the sum
@@ -55,7 +55,7 @@ What is counted (t*_b = exit step of sample b, 1-based; every count uses only t 
   non-zero state before the update, counted from the target's own ``Recording.active``
   (loihi-emu records it on request), else ``None``.
 
-A :class:`~toolchain.record.Recording` with a per-node ``delay`` is read on the model's time
+A :class:`~spikeport.core.recording.Recording` with a per-node ``delay`` is read on the model's time
 axis (``aligned``), zero-padded at the end to T steps.
 """
 from __future__ import annotations
@@ -69,10 +69,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from exporters.graph import SPIKING, Program, pair, torch_conv_args
-from exporters.reference import KERNELS
-from toolchain.errors import GraphError
-from toolchain.record import Recording
+from spikeport.ir.program import SPIKING, Program, pair, torch_conv_args
+from spikeport.exporters.reference import KERNELS
+from spikeport.core.errors import GraphError
+from spikeport.core.recording import Recording
 
 CONNECTIONS = (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)
 POPULATIONS = SPIKING + (nir.LI, nir.CubaLI, nir.I)

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
-from toolchain import units
-from toolchain.errors import GraphError
+from spikeport.core import units
+from spikeport.core.errors import GraphError
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from toolchain.errors import ConfigError
-from toolchain.registry import Registry
+from spikeport.core.errors import ConfigError
+from spikeport.core.registry import Registry
 
 ENCODERS: Registry = Registry("encoder")
 

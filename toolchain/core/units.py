@@ -100,7 +100,7 @@ def if_unit_r(dt: float, shape) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- Loihi fixed point
-# Lava's CUBA LIF in fixed point (lava-nc 0.10.0, lava/proc/lif/models.py; SEMANTICS.md 6):
+# Lava's CUBA LIF in fixed point (lava-nc 0.10.0, lava/proc/lif/spikeport.models.py; SEMANTICS.md 6):
 #   u <- sign(p) (|p| >> 12) + (a << 6),   p = u (4096 - iDecay)   (netx: du = iDecay - 1,
 #                                                                    Lava adds ds_offset = 1)
 #   v <- sign(q) (|q| >> 12) + u + (bias_mant << 6),   q = v (4096 - vDecay)

@@ -27,9 +27,11 @@ from typing import Any
 
 import yaml
 
-from toolchain.errors import ConfigError, UnknownNameError
+import spikeport.models as _models_pkg
 
-RECIPE_DIR = Path(__file__).resolve().parent.parent / "models" / "recipes"
+from spikeport.core.errors import ConfigError, UnknownNameError
+
+RECIPE_DIR = Path(_models_pkg.__file__).resolve().parent / "recipes"  # models/recipes/*.yaml
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 TRAIN_DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "eval_batch_size": 256}

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain.errors import ConfigError, DataError
-from toolchain.registry import Registry
+from spikeport.core.errors import ConfigError, DataError
+from spikeport.core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain import io
+from spikeport.core import io
 
 
 def write_plots(result: dict, first_sample: dict, out_dir: str | Path) -> list[Path]:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from toolchain.errors import CheckpointError, RunDirError
+from spikeport.core.errors import CheckpointError, RunDirError
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterator, TypeVar
 
-from toolchain.errors import UnknownNameError
+from spikeport.core.errors import UnknownNameError
 
 T = TypeVar("T")
 

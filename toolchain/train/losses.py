@@ -24,8 +24,8 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from toolchain.errors import ConfigError
-from toolchain.registry import Registry
+from spikeport.core.errors import ConfigError
+from spikeport.core.registry import Registry
 
 LOSSES: Registry = Registry("loss")
 

@@ -10,6 +10,8 @@ as ``values``) marks the (step, neuron) updates that had non-zero input or state
 ``nonzero`` (optional, same time axis) holds, per node, where its value is non-zero: a
 target's counting run writes it while each step's values are at hand, which spares the
 estimator a pass over every recorded array once it has left the cache.
+``pipeline_latency`` and ``lava_status`` are filled by the ``lava`` target only: the steps a
+spike takes through the deployed pipeline, and the simulator run's status (seconds, ...).
 """
 from __future__ import annotations
 
@@ -31,6 +33,10 @@ class Recording:
     active: dict[str, np.ndarray] = field(default_factory=dict)
     # per node, (T, B, ...) bool: values[name] != 0 (recorded on request by the counting runs)
     nonzero: dict[str, np.ndarray] = field(default_factory=dict)
+    # steps from an input spike to the output layer on the deployed pipeline (lava only)
+    pipeline_latency: int | None = None
+    # the Lava simulator run's status: seconds, steps, ... (lava only)
+    lava_status: dict | None = None
 
     @property
     def output_values(self) -> np.ndarray:
@@ -44,3 +50,17 @@ class Recording:
         v = (self.values if arrays is None else arrays)[name]
         d = self.delay.get(name, 0)
         return v[d:] if d else v
+
+    @classmethod
+    def concatenate(cls, parts: list["Recording"]) -> "Recording":
+        """Recordings of consecutive sample batches of one run, joined along the batch axis."""
+        first = parts[0]
+
+        def cat(maps):
+            return {k: np.concatenate([m[k] for m in maps], 1) for k in maps[0]}
+
+        return cls(cat([p.values for p in parts]), first.output, first.spiking, first.dt,
+                   cat([p.membranes for p in parts]) if first.membranes else {},
+                   dict(first.delay), cat([p.active for p in parts]) if first.active else {},
+                   cat([p.nonzero for p in parts]) if first.nonzero else {},
+                   first.pipeline_latency, first.lava_status)

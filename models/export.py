@@ -2,11 +2,11 @@
 
 :func:`export_model` turns a chain of supported modules into a ``nir.NIRGraph`` with the
 discretisation recorded in the graph metadata (SEMANTICS.md 2.1). It accepts spikeport's
-:class:`~models.network.SpikingSequential`, any ``nn.Sequential``, and a user's own module
+:class:`~spikeport.models.network.SpikingSequential`, any ``nn.Sequential``, and a user's own module
 whose forward pass calls its layers one after the other (found by tracing one pass with
 forward hooks, given a sample input).
 
-snntorch parameters map to NIR as in :mod:`toolchain.units` (tau = dt/(1 - beta),
+snntorch parameters map to NIR as in :mod:`spikeport.core.units` (tau = dt/(1 - beta),
 r = 1/b, w_in = 1/a), chosen so that the graph reproduces the model's arithmetic. What NIR
 cannot express is refused with the module, the reason and the way out: a subtractive or
 delayed reset (use ``reset_mechanism="zero", reset_delay=False``, or pass
@@ -25,11 +25,11 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from models.architectures import SumPool2d
-from models.loihi_aware import LoihiQuantLinear
-from toolchain import units
-from toolchain.errors import ExportError
-from toolchain.registry import Registry
+from spikeport.models.architectures import SumPool2d
+from spikeport.models.loihi_aware import LoihiQuantLinear
+from spikeport.core import units
+from spikeport.core.errors import ExportError
+from spikeport.core.registry import Registry
 
 HANDLERS: Registry = Registry("NIR export handler")
 
@@ -264,7 +264,7 @@ def _find_handler(module: nn.Module) -> Callable | None:
 
 
 def _chain(model: nn.Module, sample_input: torch.Tensor | None) -> list[tuple[str, nn.Module]]:
-    from models.network import SpikingSequential
+    from spikeport.models.network import SpikingSequential
 
     if isinstance(model, SpikingSequential):
         return [(f"layers.{i}", m) for i, m in enumerate(model.layers)]
@@ -313,7 +313,7 @@ def trace_chain(model: nn.Module, sample_input: torch.Tensor) -> list[tuple[str,
 def _emit(chain, sources: list[str], shape, nodes, edges, ctx):
     """Add the nodes of ``chain`` after ``sources`` (several sources = summed fan-in).
     Returns the sources feeding whatever comes next, and the shape they carry."""
-    from models.network import Residual
+    from spikeport.models.network import Residual
 
     for name, module in chain:
         if isinstance(module, Residual):

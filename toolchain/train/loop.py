@@ -21,15 +21,15 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from models.architectures import build_model
-from models.network import SpikingSequential, record
-from toolchain import io
-from toolchain.config import RunConfig, load_run_config
-from toolchain.data import Dataset, load_dataset
-from toolchain.encoders import make_encoder
-from toolchain.errors import CheckpointError
-from toolchain.losses import make_loss
-from toolchain.metrics import HiddenUsage, classification_metrics
+from spikeport.models.architectures import build_model
+from spikeport.models.network import SpikingSequential, record
+from spikeport.core import io
+from spikeport.train.recipes import RunConfig, load_run_config
+from spikeport.data.datasets import Dataset, load_dataset
+from spikeport.data.encoders import make_encoder
+from spikeport.core.errors import CheckpointError
+from spikeport.train.losses import make_loss
+from spikeport.train.scores import HiddenUsage, classification_metrics
 
 log = logging.getLogger(__name__)
 

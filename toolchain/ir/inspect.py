@@ -5,7 +5,7 @@ from __future__ import annotations
 import nir
 import numpy as np
 
-from exporters.graph import build_program
+from spikeport.ir.program import build_program
 
 NEURONS = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.CubaLI, nir.I)
 PARAMS = ("weight", "bias", "tau", "tau_syn", "tau_mem", "r", "v_leak", "v_threshold",

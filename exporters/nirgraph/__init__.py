@@ -1,1 +1,0 @@
-"""NIR in both directions: models -> NIR (:mod:`.export`) and NIR -> torch (:mod:`.importer`)."""

@@ -1,0 +1,1 @@
+"""Data: registered datasets (static images today) and spike encoders."""

@@ -1,0 +1,1 @@
+"""Training: the loop, losses, recipes (the run configuration) and classification scores."""
