@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.spikeport-installed
 
-.PHONY: setup lava-env demo test test-fast bench data-fashion clean
+.PHONY: setup lava-env demo lint test test-fast bench data-fashion clean
 
 setup: $(STAMP)
 
@@ -38,11 +38,16 @@ demo: setup lava-env
 	$(BIN)/spikeport estimate runs/digits --target loihi-emu --cutoff topk --plots runs/digits/plots
 	$(BIN)/spikeport estimate runs/digits --target lava --profile loihi --cutoff topk
 
-test: setup lava-env
+# The layers contract in pyproject.toml, checked by import-linter on the installed layout.
+lint: setup
+	$(BIN)/python tests/tools/lint_layers.py
+
+test: setup lava-env lint
 	$(BIN)/python -m pytest -q
 
-test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+# Without the Lava environment and the end-to-end training runs.
+test-fast: setup lint
+	$(BIN)/python -m pytest -q -m "not slow and not lava"
 
 bench: setup lava-env
 	$(BIN)/spikeport bench --run runs/digits --out runs/digits/bench.json
