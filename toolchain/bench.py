@@ -152,3 +152,23 @@ def bench_estimator(run_dir: str | Path, target: str, samples: int | None = None
                            "median_pair_ratio": float(np.median([e / p for p, e in pairs])),
                            "read_once_seconds": t_read,
                            "read_once_over_inference": t_read / t_plain}}
+
+
+def run_benchmarks(run_dir: str | Path, samples: int = 20,
+                   estimator_targets: tuple[str, ...] = ("reference", "snntorch", "onnx", "loihi-emu"),
+                   out: str | Path | None = None) -> dict:
+    """``spikeport bench``: :func:`bench` on ``samples`` test samples, then
+    :func:`bench_estimator` on each of ``estimator_targets``; also written to ``out``."""
+    from spikeport.core import io
+    from spikeport.core.errors import SpikeportError
+
+    io.require_run_dir(run_dir)
+    if samples < 1:
+        raise SpikeportError("--samples must be >= 1", "pass a positive number")
+    for t in estimator_targets:
+        get_target(t)  # an unknown name fails here, before the long Lava timing
+    result = bench(run_dir, samples)
+    result["estimator"] = [bench_estimator(run_dir, t) for t in estimator_targets]
+    if out is not None:
+        io.write_json(out, result)
+    return result

@@ -44,21 +44,21 @@ def _print_json(obj) -> None:
     typer.echo(json.dumps(obj, sort_keys=True))
 
 
-def _print_metrics(result: dict) -> None:
-    rows = [("run directory", result["run_dir"]),
-            ("test accuracy", f"{result['test_accuracy']:.4f}"),
-            ("test macro F1", f"{result['test_f1']:.4f}"),
-            ("hidden usage", "n/a" if result["hidden_usage"] is None
-             else f"{result['hidden_usage']:.4f} (fraction of hidden neurons spiking per example)"),
-            ("test examples", str(result["n_test"]))]
+def _print_metrics(result) -> None:
+    rows = [("run directory", result.run_dir),
+            ("test accuracy", f"{result.test_accuracy:.4f}"),
+            ("test macro F1", f"{result.test_f1:.4f}"),
+            ("hidden usage", "n/a" if result.hidden_usage is None
+             else f"{result.hidden_usage:.4f} (fraction of hidden neurons spiking per example)"),
+            ("test examples", str(result.n_test))]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         typer.echo(f"{k:<{width}}  {v}")
 
 
-@app.command()
+@app.command("train")
 @user_errors
-def train(
+def train_cmd(
     recipe: str = typer.Option(..., "--recipe", "-r", help="built-in recipe name or path to a YAML recipe"),
     out: Path = typer.Option(..., "--out", "-o", help="run directory to create"),
     epochs: Optional[int] = typer.Option(None, help="override train.epochs"),
@@ -69,41 +69,39 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ):
     """Train a recipe and write a run directory (config, checkpoint, metrics)."""
-    from spikeport.train.recipes import load_recipe
-    from spikeport.train.loop import summary, train_run
+    from spikeport.train.loop import train
 
     overrides = list(set_)
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
     if seed is not None:
         overrides.append(f"train.seed={seed}")
-    cfg = load_recipe(recipe, overrides)
-    result = train_run(cfg, out, force=force, progress=progress and sys.stderr.isatty())
+    result = train(recipe, out, overrides, force=force, progress=progress and sys.stderr.isatty())
     if as_json:
-        _print_json(summary(result))
+        _print_json(result.summary())
     else:
         _print_metrics(result)
 
 
-@app.command()
+@app.command("evaluate")
 @user_errors
-def evaluate(
+def evaluate_cmd(
     run: Path = typer.Argument(..., help="run directory written by `spikeport train`"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object with the results"),
 ):
     """Recompute test accuracy, macro F1 and hidden-neuron usage from a run's checkpoint."""
-    from spikeport.train.loop import evaluate_run, summary
+    from spikeport.train.loop import evaluate_run
 
     result = evaluate_run(run)
     if as_json:
-        _print_json(summary(result))
+        _print_json(result.summary())
     else:
         _print_metrics(result)
 
 
-@app.command()
+@app.command("export")
 @user_errors
-def export(
+def export_cmd(
     run: Path = typer.Argument(..., help="run directory written by `spikeport train`"),
     to: str = typer.Option(..., "--to", help="nir, onnx or loihi"),
     allow_approximation: bool = typer.Option(
@@ -111,51 +109,27 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Export a run's model; the artifact is written into the run directory."""
-    from spikeport import runs as artifacts
-    from spikeport.core import io
+    from spikeport.deploy import export
 
-    io.require_run_dir(run)
-    if to == "nir":
-        graph, path = artifacts.export_run_graph(run)
-        info = {"artifact": str(path), "format": "nir", "nodes": len(graph.nodes)}
-    elif to == "onnx":
-        from spikeport.exporters import onnx as onnx_target
-
-        graph, _ = artifacts.export_run_graph(run)
-        path = run / artifacts.ONNX_FILE
-        onnx_target.save(onnx_target.compile(graph, {}), path)
-        info = {"artifact": str(path), "format": "onnx"}
-    elif to == "loihi":
-        from spikeport.exporters.loihi import netx
-        from spikeport.exporters.loihi.quantize import quantize
-
-        graph, _ = artifacts.export_run_graph(run)
-        net = quantize(graph, allow_approximation=allow_approximation)
-        path = netx.write(net, run / artifacts.NETX_FILE)
-        io.write_json(run / artifacts.LOIHI_REPORT_FILE,
-                      {"layers": net.report(), "approximations": net.approximations})
-        info = {"artifact": str(path), "format": "netx", "report": str(run / artifacts.LOIHI_REPORT_FILE),
-                "layers": net.report(), "approximations": net.approximations}
-    else:
-        raise SpikeportError(f"unknown export format {to!r}", "use --to nir, onnx or loihi")
+    info = export(run, to, allow_approximation=allow_approximation)
     if as_json:
-        _print_json(info)
-    else:
-        typer.echo(f"wrote {info['artifact']}")
-        for layer in info.get("layers", []):
-            typer.echo(f"  {layer['neuron']:<12} {layer['neuron_type']:<8} weights clipped "
-                       f"{100 * layer['weights_clipped_fraction']:.1f} %, weight rms error "
-                       f"{100 * layer['weight_rms_error']:.2f} %, voltage decay "
-                       f"{layer['voltage_decay']['requested']:.6f} -> {layer['voltage_decay']['realised']:.6f}, "
-                       f"threshold {layer['threshold']['requested']:.6g} -> {layer['threshold']['realised']:.6g}; "
-                       f"bias: {layer['bias']}")
-        for note in info.get("approximations", []):
-            typer.echo(f"  approximation: {note}")
+        _print_json(info.to_json())
+        return
+    typer.echo(f"wrote {info.artifact}")
+    for layer in info.layers or []:
+        typer.echo(f"  {layer['neuron']:<12} {layer['neuron_type']:<8} weights clipped "
+                   f"{100 * layer['weights_clipped_fraction']:.1f} %, weight rms error "
+                   f"{100 * layer['weight_rms_error']:.2f} %, voltage decay "
+                   f"{layer['voltage_decay']['requested']:.6f} -> {layer['voltage_decay']['realised']:.6f}, "
+                   f"threshold {layer['threshold']['requested']:.6g} -> {layer['threshold']['realised']:.6g}; "
+                   f"bias: {layer['bias']}")
+    for note in info.approximations or []:
+        typer.echo(f"  approximation: {note}")
 
 
-@app.command()
+@app.command("inspect")
 @user_errors
-def inspect(
+def inspect_cmd(
     graph: Path = typer.Argument(..., help="a .nir file"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
@@ -171,21 +145,14 @@ def inspect(
 
 
 def _targets_option(text: str) -> list[str]:
-    from spikeport.exporters.targets import target_names
+    from spikeport.validate import check_target_names
 
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    known = target_names()
-    for t in names:
-        if t not in known:
-            raise SpikeportError(f"unknown target {t!r}", f"use one of: {', '.join(known)}")
-    if len(set(names)) != len(names):
-        raise SpikeportError("a target is listed twice", "list each target once")
-    return names
+    return check_target_names([t.strip() for t in text.split(",") if t.strip()])
 
 
-@app.command()
+@app.command("run")
 @user_errors
-def run(
+def run_cmd(
     graph: Path = typer.Argument(..., help="a .nir file or a run directory"),
     target: str = typer.Option("reference", "--target", help="target to run on"),
     input_file: Optional[Path] = typer.Option(None, "--input", help=".npz with x (T, B, ...) and optional y"),
@@ -194,33 +161,10 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run a graph on one target and report output spikes (and accuracy with labels)."""
-    import numpy as np
-
-    from spikeport import runs as artifacts
-
-    from spikeport.core import io
-    from spikeport.validate import predict
+    from spikeport.deploy import run
 
     (name,) = _targets_option(target)
-    g, inputs, _ = artifacts.resolve(graph, input_file, samples)
-    from spikeport.exporters.targets import get_target
-
-    t = get_target(name)
-    rec = t.run(t.compile(g, {}), inputs.x)
-    output = rec.aligned(rec.output)
-    info = {"target": name, "samples": int(inputs.x.shape[1]), "steps": int(inputs.x.shape[0]),
-            "output_spikes_per_sample": float(output.sum() / inputs.x.shape[1]),
-            "spikes_per_sample": {n: float(rec.aligned(n).sum() / inputs.x.shape[1])
-                                  for n in rec.spiking},
-            "accuracy": (float((predict(output) == inputs.y).mean())
-                         if inputs.y is not None else None)}
-    if out is not None:
-        def write(p):
-            with open(p, "wb") as f:  # a file object: numpy adds no ".npz" suffix
-                np.savez_compressed(f, **rec.values)
-
-        io.atomic_write(out, write)
-        info["recording"] = str(out)
+    info = run(graph, name, input_file=input_file, samples=samples, out=out).to_json()
     if as_json:
         _print_json(info)
     else:
@@ -228,9 +172,9 @@ def run(
             typer.echo(f"{k:<26} {v}")
 
 
-@app.command()
+@app.command("validate")
 @user_errors
-def validate(
+def validate_cmd(
     run_or_graph: Path = typer.Argument(..., help="a run directory or a .nir file"),
     targets: str = typer.Option("reference,snntorch,onnx", "--targets", help="comma-separated targets"),
     samples: Optional[int] = typer.Option(None, help="use only the first N test samples"),
@@ -240,35 +184,26 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run the same inputs on several targets: accuracy per target, spike mismatches per pair."""
-    from spikeport import runs as artifacts
-    from spikeport.core import io
-    from spikeport.validate import validate as run_validation
+    from spikeport.validate import validate
 
-    names = _targets_option(targets)
-    if samples is not None and samples < 1:
-        raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
-    graph, inputs, run_dir = artifacts.resolve(run_or_graph, input_file, samples)
-    result = run_validation(graph, inputs.x, inputs.y, names,
-                            options={"allow_approximation": allow_approximation})
-    result["inputs"] = inputs.source
-    if run_dir is not None:
-        io.write_json(run_dir / "validation.json", result)
+    result = validate(run_or_graph, _targets_option(targets), samples=samples,
+                      input_file=input_file, allow_approximation=allow_approximation)
     if as_json:
-        _print_json(result)
+        _print_json(result.to_json())
         return
-    typer.echo(f"inputs: {inputs.source}")
-    for t, acc in result["targets"].items():
+    typer.echo(f"inputs: {result.inputs}")
+    for t, acc in result.targets.items():
         typer.echo(f"  {t:<12} accuracy {'n/a' if acc is None else f'{acc:.4f}'}")
-    for p in result["pairs"]:
-        typer.echo(f"  {p['a']} vs {p['b']}: {p['mismatched_spike_bins']} of "
-                   f"{p['total_spike_bins']} spike bins differ")
-        for node, v in p["layers"].items():
-            typer.echo(f"      {node:<20} {v['mismatched_spike_bins']} / {v['total_spike_bins']}")
+    for p in result.pairs:
+        typer.echo(f"  {p.a} vs {p.b}: {p.mismatched_spike_bins} of "
+                   f"{p.total_spike_bins} spike bins differ")
+        for node, v in p.layers.items():
+            typer.echo(f"      {node:<20} {v.mismatched_spike_bins} / {v.total_spike_bins}")
 
 
-@app.command()
+@app.command("bench")
 @user_errors
-def bench(
+def bench_cmd(
     run: Path = typer.Option(Path("runs/digits"), "--run", help="a trained run directory"),
     samples: int = typer.Option(20, help="test samples to run on every side"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write the figures to this JSON file"),
@@ -278,28 +213,15 @@ def bench(
 ):
     """Time the Loihi emulator against Lava, one batched Lava run against per-sample runs, and
     estimation against plain inference."""
-    from spikeport.core import io
-    from spikeport.bench import bench as run_bench
+    from spikeport.bench import run_benchmarks
 
-    io.require_run_dir(run)
-    if samples < 1:
-        raise SpikeportError("--samples must be >= 1", "pass a positive number")
-    from spikeport.exporters.targets import get_target
-    from spikeport.bench import bench_estimator
-
-    names = [t.strip() for t in estimator_targets.split(",") if t.strip()]
-    for t in names:
-        get_target(t)  # an unknown name fails here, before the long Lava timing
-    result = run_bench(run, samples)
-    result["estimator"] = [bench_estimator(run, t) for t in names]
-    if out is not None:
-        io.write_json(out, result)
-    _print_json(result)
+    names = tuple(t.strip() for t in estimator_targets.split(",") if t.strip())
+    _print_json(run_benchmarks(run, samples, names, out))
 
 
-@app.command()
+@app.command("estimate")
 @user_errors
-def estimate(
+def estimate_cmd(
     run_or_graph: Path = typer.Argument(..., help="a run directory or a .nir file"),
     target: str = typer.Option(..., "--target", help="reference, snntorch, onnx, loihi-emu or lava"),
     profile: Optional[str] = typer.Option(None, "--profile", help="energy profile name or YAML file "

@@ -5,27 +5,99 @@ most spikes, ties to the lowest index). For every pair of targets and every spik
 the number of spike bins (step, sample, neuron) compared and how many differ, after aligning
 each target's time axis to the model's (``Recording.delay``). Inputs are processed in
 batches so memory stays bounded on whole test splits.
+
+:func:`validate` takes a run directory or a graph (what ``spikeport validate`` takes) and
+writes ``validation.json`` into a run; :func:`compare_targets` is the comparison itself on a
+graph and an input array.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from itertools import combinations
+from pathlib import Path
 
 import nir
 import numpy as np
 
-from spikeport.exporters.targets import get_target, run_in_batches
+from spikeport import runs
+from spikeport.core import io
 from spikeport.core.errors import SpikeportError
-from spikeport.core.recording import Recording
+from spikeport.core.recording import Recording, predict
+from spikeport.exporters.targets import get_target, run_in_batches, target_names
+
+VALIDATION_FILE = "validation.json"
+DEFAULT_TARGETS = ("reference", "snntorch", "onnx")
 
 
-def predict(output: np.ndarray) -> np.ndarray:
-    return output.sum(0).argmax(-1)
+@dataclass
+class LayerAgreement:
+    mismatched_spike_bins: int
+    total_spike_bins: int
 
 
-def validate(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None, targets: list[str],
-             batch_size: int = 128, options: dict | None = None) -> dict:
-    if len(targets) < 1:
+@dataclass
+class PairAgreement:
+    """Spike-bin agreement of two targets: in total and per spiking node."""
+    a: str
+    b: str
+    mismatched_spike_bins: int
+    total_spike_bins: int
+    layers: dict[str, LayerAgreement]
+
+
+@dataclass
+class ValidationResult:
+    """What ``spikeport validate --json`` prints and ``RUN/validation.json`` holds.
+
+    - ``samples``: inputs compared; ``inputs``: where they came from
+    - ``targets``: accuracy per target (None without labels)
+    - ``spikes``: total spikes per target and spiking node
+    - ``pairs``: one :class:`PairAgreement` per pair of targets, in the order listed
+    """
+    samples: int
+    targets: dict[str, float | None]
+    spikes: dict[str, dict[str, int]]
+    pairs: list[PairAgreement] = field(default_factory=list)
+    inputs: str | None = None
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        if self.inputs is None:
+            del out["inputs"]
+        return out
+
+
+def check_target_names(names: list[str]) -> list[str]:
+    """Refuse an empty list, unknown names and repeated names, before anything runs."""
+    if not names:
         raise SpikeportError("no target to validate", "pass --targets reference,snntorch,...")
+    known = target_names()
+    for t in names:
+        if t not in known:
+            raise SpikeportError(f"unknown target {t!r}", f"use one of: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise SpikeportError("a target is listed twice", "list each target once")
+    return list(names)
+
+
+def _agreement(ra: Recording, rb: Recording, pairs: dict, key: tuple[str, str]) -> None:
+    """Add the spike bins of every spiking node the two recordings share to ``pairs[key]``."""
+    for node in ra.spiking:
+        if node not in rb.spiking:
+            continue
+        sa, sb = ra.aligned(node), rb.aligned(node)
+        steps = min(len(sa), len(sb))
+        sa, sb = sa[:steps], sb[:steps]
+        acc = pairs.setdefault(key, {}).setdefault(node, [0, 0])
+        acc[0] += int((sa != sb).sum())
+        acc[1] += int(sa.size)
+
+
+def compare_targets(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None,
+                    targets: list[str], batch_size: int = 128,
+                    options: dict | None = None) -> ValidationResult:
+    """Run x (T, B, ...) on every target; accuracy per target, spike agreement per pair."""
+    check_target_names(list(targets))
     compiled = {t: (get_target(t), get_target(t).compile(graph, dict(options or {})))
                 for t in targets}
     n = x.shape[1]
@@ -38,36 +110,35 @@ def validate(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None, targets: 
     for start in range(0, n, chunk):
         xb = x[:, start:start + chunk]
         yb = None if y is None else y[start:start + chunk]
-        recs: dict[str, Recording] = {t: run_in_batches(tg, art, xb, batch_size)
-                                      for t, (tg, art) in compiled.items()}
+        recs = {t: run_in_batches(tg, art, xb, batch_size) for t, (tg, art) in compiled.items()}
         for t, rec in recs.items():
             if yb is not None:
                 correct[t] += int((predict(rec.aligned(rec.output)) == yb).sum())
             for node in rec.spiking:
                 spike_totals[t][node] = spike_totals[t].get(node, 0) + int(rec.aligned(node).sum())
         for a, b in combinations(targets, 2):
-            ra, rb = recs[a], recs[b]
-            for node in ra.spiking:
-                if node not in rb.spiking:
-                    continue
-                sa, sb = ra.aligned(node), rb.aligned(node)
-                steps = min(len(sa), len(sb))
-                sa, sb = sa[:steps], sb[:steps]
-                acc = pairs.setdefault((a, b), {}).setdefault(node, [0, 0])
-                acc[0] += int((sa != sb).sum())
-                acc[1] += int(sa.size)
-    result = {
-        "samples": int(n),
-        "targets": {t: (correct[t] / n if y is not None else None) for t in targets},
-        "spikes": spike_totals,
-        "pairs": [],
-    }
-    for (a, b), layers in pairs.items():
-        result["pairs"].append({
-            "a": a, "b": b,
-            "mismatched_spike_bins": sum(v[0] for v in layers.values()),
-            "total_spike_bins": sum(v[1] for v in layers.values()),
-            "layers": {node: {"mismatched_spike_bins": v[0], "total_spike_bins": v[1]}
-                       for node, v in layers.items()},
-        })
+            _agreement(recs[a], recs[b], pairs, (a, b))
+    return ValidationResult(
+        samples=int(n), targets={t: (correct[t] / n if y is not None else None) for t in targets},
+        spikes=spike_totals,
+        pairs=[PairAgreement(a, b, sum(v[0] for v in layers.values()),
+                             sum(v[1] for v in layers.values()),
+                             {node: LayerAgreement(*v) for node, v in layers.items()})
+               for (a, b), layers in pairs.items()])
+
+
+def validate(run_or_graph: str | Path, targets: list[str] | tuple[str, ...] = DEFAULT_TARGETS, *,
+             samples: int | None = None, input_file: str | Path | None = None,
+             allow_approximation: bool = False, batch_size: int = 128) -> ValidationResult:
+    """Validate a run directory (its test split) or a ``.nir`` file (with ``input_file``) on
+    ``targets``; a run directory also gets the result as ``validation.json``."""
+    names = check_target_names(list(targets))
+    if samples is not None and samples < 1:
+        raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
+    graph, inputs, run_dir = runs.resolve(run_or_graph, input_file, samples)
+    result = compare_targets(graph, inputs.x, inputs.y, names, batch_size,
+                             options={"allow_approximation": allow_approximation})
+    result.inputs = inputs.source
+    if run_dir is not None:
+        io.write_json(Path(run_dir) / VALIDATION_FILE, result.to_json())
     return result

@@ -64,3 +64,10 @@ class Recording:
                    dict(first.delay), cat([p.active for p in parts]) if first.active else {},
                    cat([p.nonzero for p in parts]) if first.nonzero else {},
                    first.pipeline_latency, first.lava_status)
+
+
+def predict(output):
+    """The predicted class of each sample from an output recording (T, B, classes): the class
+    with the most output spikes (or the largest summed output), ties to the lowest index.
+    Works on numpy arrays and torch tensors alike; training and every target use it."""
+    return output.sum(0).argmax(-1)

@@ -14,7 +14,7 @@ stochastic encoder (rate) is repeatable and ``spikeport evaluate`` reproduces
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -24,10 +24,11 @@ from tqdm import tqdm
 from spikeport.models.architectures import build_model
 from spikeport.models.network import SpikingSequential, record
 from spikeport.core import io
-from spikeport.train.recipes import RunConfig, load_run_config
+from spikeport.train.recipes import RunConfig, load_recipe, load_run_config
 from spikeport.data.datasets import Dataset, load_dataset
 from spikeport.data.encoders import make_encoder
 from spikeport.core.errors import CheckpointError
+from spikeport.core.recording import predict
 from spikeport.train.losses import make_loss
 from spikeport.train.scores import HiddenUsage, classification_metrics
 
@@ -103,11 +104,6 @@ def fit(c: Components, progress: bool = True) -> list[dict]:
     return history
 
 
-def predict(spikes: torch.Tensor) -> torch.Tensor:
-    """Class with the most output spikes; ties go to the lowest class index."""
-    return spikes.sum(0).argmax(-1)
-
-
 @torch.no_grad()
 def evaluate(c: Components, progress: bool = False) -> dict:
     """Test accuracy, macro F1 and hidden-neuron usage on the test split."""
@@ -133,8 +129,43 @@ def evaluate(c: Components, progress: bool = False) -> dict:
     return metrics
 
 
+@dataclass
+class Evaluation:
+    """A trained model's figures on its test split (``spikeport evaluate``).
+
+    ``test_accuracy`` and ``test_f1`` (macro) from the output spike counts; hidden-neuron
+    usage (ENERGY.md 1.2) as the mean over examples, its median and per layer (None without
+    hidden layers); ``n_test`` examples. ``summary()`` is what ``--json`` prints.
+    """
+    run_dir: str
+    test_accuracy: float
+    test_f1: float
+    hidden_usage: float | None
+    hidden_usage_median: float | None
+    hidden_usage_per_layer: dict[str, float]
+    n_test: int
+
+    SUMMARY_KEYS = ("run_dir", "test_accuracy", "test_f1", "hidden_usage")
+
+    def summary(self) -> dict:
+        """The four figures printed by ``--json``."""
+        return {k: getattr(self, k) for k in self.SUMMARY_KEYS}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult(Evaluation):
+    """:class:`Evaluation` of the freshly trained model, with the per-epoch history
+    (``loss``, ``train_accuracy``) that ``metrics.json`` also records."""
+    train_history: list[dict] = field(default_factory=list)
+
+
 def train_run(cfg: RunConfig, out: str | Path, force: bool = False,
-              progress: bool = True) -> dict:
+              progress: bool = True) -> TrainResult:
+    """Train ``cfg`` and write the run directory ``out`` (config, checkpoint, metrics) in one
+    commit; an existing directory is replaced only with ``force``."""
     out = io.check_output_dir(out, force)
     c = build_components(cfg)  # every config error surfaces here, before any write
     history = fit(c, progress=progress)
@@ -150,7 +181,15 @@ def train_run(cfg: RunConfig, out: str | Path, force: bool = False,
     except BaseException:
         stage.discard()
         raise
-    return {"run_dir": str(out), **metrics}
+    return TrainResult(run_dir=str(out), **metrics)
+
+
+def train(recipe: str | Path | RunConfig, out: str | Path, overrides: list[str] | tuple = (),
+          force: bool = False, progress: bool = False) -> TrainResult:
+    """Train a recipe (a built-in name, a YAML path or a :class:`RunConfig`) with ``key=value``
+    overrides into the run directory ``out``."""
+    cfg = recipe if isinstance(recipe, RunConfig) else load_recipe(str(recipe), list(overrides))
+    return train_run(cfg, out, force=force, progress=progress)
 
 
 def load_run(run_dir: str | Path) -> Components:
@@ -167,13 +206,7 @@ def load_run(run_dir: str | Path) -> Components:
     return c
 
 
-def evaluate_run(run_dir: str | Path, progress: bool = False) -> dict:
+def evaluate_run(run_dir: str | Path, progress: bool = False) -> Evaluation:
+    """Rebuild a run's model from its checkpoint and recompute its test figures."""
     c = load_run(run_dir)
-    return {"run_dir": str(run_dir), **evaluate(c, progress=progress)}
-
-
-def summary(result: dict) -> dict:
-    """The four figures printed by ``--json``."""
-    return {k: result[k] for k in ("run_dir", "test_accuracy", "test_f1", "hidden_usage")}
-
-
+    return Evaluation(run_dir=str(run_dir), **evaluate(c, progress=progress))

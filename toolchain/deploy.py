@@ -1,0 +1,117 @@
+"""Deploying a trained network: export a run's artifacts, run a graph on one target.
+
+:func:`export` writes a run's model as NIR (``model.nir``), ONNX (``model.onnx``) or a Loihi
+netx file (``model.net``, with ``loihi_report.json``: what quantisation cost, layer by
+layer) into the run directory. :func:`run` executes a run or a ``.nir`` file on one target
+and reports output spikes, spikes per population and accuracy (with labels), optionally
+keeping every node's values in an ``.npz``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import nir
+import numpy as np
+
+from spikeport import runs
+from spikeport.core import io
+from spikeport.core.errors import SpikeportError
+from spikeport.core.recording import predict
+from spikeport.exporters.targets import get_target, target_names
+
+EXPORT_FORMATS = ("nir", "onnx", "loihi")
+
+
+@dataclass
+class ExportResult:
+    """What ``spikeport export --json`` prints: the artifact written and its format (``nir``,
+    ``onnx`` or ``netx``); a NIR export also counts its top-level ``nodes``; a Loihi export
+    names its ``report`` file and carries the per-layer quantisation report (``layers``) and
+    the lossy rewrites applied (``approximations``)."""
+    artifact: str
+    format: str
+    nodes: int | None = None
+    report: str | None = None
+    layers: list[dict] | None = None
+    approximations: list[str] | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def export(run_dir: str | Path, to: str, allow_approximation: bool = False) -> ExportResult:
+    """Export a run's model into its run directory as ``to`` = nir, onnx or loihi."""
+    run_dir = io.require_run_dir(run_dir)
+    if to not in EXPORT_FORMATS:
+        raise SpikeportError(f"unknown export format {to!r}", "use --to nir, onnx or loihi")
+    graph, path = runs.export_run_graph(run_dir)  # every export leaves model.nir beside it
+    if to == "nir":
+        return ExportResult(str(path), "nir", nodes=len(graph.nodes))
+    if to == "onnx":
+        from spikeport.exporters import onnx as onnx_target
+
+        path = run_dir / runs.ONNX_FILE
+        onnx_target.save(onnx_target.compile(graph, {}), path)
+        return ExportResult(str(path), "onnx")
+    return _export_loihi(run_dir, graph, allow_approximation)
+
+
+def _export_loihi(run_dir: Path, graph: nir.NIRGraph, allow_approximation: bool) -> ExportResult:
+    from spikeport.exporters.loihi import netx
+    from spikeport.exporters.loihi.quantize import quantize
+
+    net = quantize(graph, allow_approximation=allow_approximation)
+    path = netx.write(net, run_dir / runs.NETX_FILE)
+    report = run_dir / runs.LOIHI_REPORT_FILE
+    io.write_json(report, {"layers": net.report(), "approximations": net.approximations})
+    return ExportResult(str(path), "netx", report=str(report), layers=net.report(),
+                        approximations=net.approximations)
+
+
+@dataclass
+class RunResult:
+    """What ``spikeport run --json`` prints: the target, samples and steps run, output spikes
+    per sample, spikes per sample of every spiking population, the accuracy (None without
+    labels) and, when kept, the ``recording`` file of every node's values."""
+    target: str
+    samples: int
+    steps: int
+    output_spikes_per_sample: float
+    spikes_per_sample: dict[str, float]
+    accuracy: float | None
+    recording: str | None = None
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        if self.recording is None:
+            del out["recording"]
+        return out
+
+
+def run(run_or_graph: str | Path, target: str = "reference", *,
+        input_file: str | Path | None = None, samples: int | None = None,
+        out: str | Path | None = None) -> RunResult:
+    """Run a run directory (its test split) or a ``.nir`` file (with ``input_file``) on one
+    target; with ``out``, every node's values (T, B, ...) go into that ``.npz``."""
+    known = target_names()
+    if target not in known:
+        raise SpikeportError(f"unknown target {target!r}", f"use one of: {', '.join(known)}")
+    graph, inputs, _ = runs.resolve(run_or_graph, input_file, samples)
+    t = get_target(target)
+    rec = t.run(t.compile(graph, {}), inputs.x)
+    output = rec.aligned(rec.output)
+    n = inputs.x.shape[1]
+    result = RunResult(
+        target=target, samples=int(n), steps=int(inputs.x.shape[0]),
+        output_spikes_per_sample=float(output.sum() / n),
+        spikes_per_sample={name: float(rec.aligned(name).sum() / n) for name in rec.spiking},
+        accuracy=float((predict(output) == inputs.y).mean()) if inputs.y is not None else None)
+    if out is not None:
+        def write(p):
+            with open(p, "wb") as f:  # a file object: numpy adds no ".npz" suffix
+                np.savez_compressed(f, **rec.values)
+
+        io.atomic_write(out, write)
+        result.recording = str(out)
+    return result
