@@ -145,7 +145,7 @@ def inspect_cmd(
 
 
 def _targets_option(text: str) -> list[str]:
-    from spikeport.validate import check_target_names
+    from spikeport.validation import check_target_names
 
     return check_target_names([t.strip() for t in text.split(",") if t.strip()])
 
@@ -184,7 +184,7 @@ def validate_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run the same inputs on several targets: accuracy per target, spike mismatches per pair."""
-    from spikeport.validate import validate
+    from spikeport.validation import validate
 
     result = validate(run_or_graph, _targets_option(targets), samples=samples,
                       input_file=input_file, allow_approximation=allow_approximation)
