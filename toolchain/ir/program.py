@@ -202,6 +202,35 @@ def torch_conv_args(node) -> dict:
             "groups": int(node.groups)}
 
 
+def same_padding(kernel, dilation) -> list[tuple[int, int]]:
+    """torch's "same" padding of a stride-1 convolution: (before, after) per spatial
+    dimension, d (k - 1) in total, the odd extra element after (right / bottom)."""
+    tot = [int(d) * (int(k) - 1) for k, d in zip(kernel, dilation)]
+    return [(t // 2, t - t // 2) for t in tot]
+
+
+def conv_padding(padding, kernel, dilation) -> list[tuple[int, int]]:
+    """(before, after) per spatial dimension of a convolution's or pool's zero padding:
+    an int per dimension (both sides), "valid" (none) or "same" (:func:`same_padding`)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [(0, 0)] * len(kernel)
+        if padding == "same":
+            return same_padding(kernel, dilation)
+        raise GraphError(f"unknown padding {padding!r}", "use integers, 'same' or 'valid'")
+    return [(int(p), int(p)) for p in padding]
+
+
+def delay_steps(node: nir.Delay, dt: float) -> int:
+    """The shift of a Delay node in steps, round(delay / dt). One non-negative value per
+    node: every target keeps a single buffer of that many steps."""
+    d = np.round(np.asarray(node.delay, dtype=np.float64) / dt)
+    if np.any(d < 0) or not np.all(d == d.flat[0]):
+        raise GraphError("Delay with negative or per-neuron different delays is not supported",
+                         "use one non-negative delay per Delay node")
+    return int(d.flat[0])
+
+
 def summed_input(program: Program, name: str, cur: dict, prev: dict):
     """The input of ``name`` at this step: the sum of its incoming edges, in edge order;
     a cycle-closing edge delivers the source's previous-step value (absent at the first step).
