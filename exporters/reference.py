@@ -2,8 +2,9 @@
 
 It defines what every other target must agree with. Inputs are (T, B, *input_shape); each
 step every node is evaluated in the program order (:mod:`spikeport.ir.program`), fan-in edges are
-summed, and cycle-closing edges deliver the previous step's value. Neuron updates follow the
-discretisation of :mod:`spikeport.core.units` exactly, in float64.
+summed, and cycle-closing edges deliver the previous step's value. Neuron populations run the
+steps of :mod:`spikeport.ir.neurons` (the discretisation of :mod:`spikeport.core.units`) on
+float64 numpy arrays.
 
 Node kernels are registered per NIR node class in :data:`KERNELS`; a graph with any other
 node is refused before simulating, naming the node.
@@ -13,8 +14,9 @@ from __future__ import annotations
 import nir
 import numpy as np
 
-from spikeport.ir.program import Program, build_program, pair, summed_input
-from spikeport.core import units
+from spikeport.ir import neurons
+from spikeport.ir.program import (Program, build_program, conv_padding, delay_steps, pair,
+                                  summed_input)
 from spikeport.core.errors import GraphError
 from spikeport.core.recording import Recording
 from spikeport.core.registry import Registry
@@ -88,14 +90,7 @@ def conv2d(x, w, b, stride, padding, dilation, groups):
     B, C, H, W = x.shape
     O, Cg, kh, kw = w.shape
     (sh, sw), (dh, dw) = stride, dilation
-    if isinstance(padding, str):
-        if padding == "valid":
-            ph = pw = (0, 0)
-        else:  # same (stride 1): torch pads the extra element on the right/bottom
-            th, tw = dh * (kh - 1), dw * (kw - 1)
-            ph, pw = (th // 2, th - th // 2), (tw // 2, tw - tw // 2)
-    else:
-        ph, pw = (padding[0], padding[0]), (padding[1], padding[1])
+    ph, pw = conv_padding(padding, (kh, kw), (dh, dw))
     xp = np.pad(x, ((0, 0), (0, 0), ph, pw))
     eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     win = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(2, 3))
@@ -192,11 +187,7 @@ class Delay(Kernel):
     stateful = True
 
     def __init__(self, node, dt):
-        d = np.round(_arr(node.delay) / dt)
-        if np.any(d < 0) or not np.all(d == d.flat[0]):
-            raise GraphError("Delay with negative or per-neuron different delays is not supported",
-                             "use one non-negative delay per Delay node")
-        self.steps = int(d.flat[0])
+        self.steps = delay_steps(node, dt)
 
     def init(self, like):
         return [np.zeros_like(like) for _ in range(self.steps)]
@@ -207,114 +198,27 @@ class Delay(Kernel):
         return state[0], state[1:] + [x]
 
 
-class _Neuron(Kernel):
+class Neuron(Kernel):
+    """A neuron population: the step of :mod:`spikeport.ir.neurons` on numpy arrays."""
     stateful = True
-    spiking = True
 
     def __init__(self, node, dt):
-        self.v_th = _arr(getattr(node, "v_threshold", np.inf))
-        v_reset = getattr(node, "v_reset", None)
-        self.v_reset = np.zeros_like(self.v_th) if v_reset is None else _arr(v_reset)
-
-    def fire(self, v):
-        z = v > self.v_th
-        return z.astype(np.float64), np.where(z, self.v_reset, v)
-
-
-@kernel(nir.LIF)
-class LIF(_Neuron):
-    """v' = d v + (g x + l); z = [v' > v_th]; v = v_reset where z"""
-
-    def __init__(self, node, dt):
-        super().__init__(node, dt)
-        self.d, self.g, self.l = units.lif_coefficients(node.tau, node.r, node.v_leak, dt)
+        self.model = neurons.model_of(node)
+        self.spiking = self.model.spiking
+        self.p = self.model.params(node, dt)
 
     def init(self, like):
-        return np.zeros_like(like)
-
-    def step(self, x, v):
-        v = self.d * v + (self.g * x + self.l)
-        z, v = self.fire(v)
-        return z, v
-
-
-@kernel(nir.LI)
-class LI(LIF):
-    """v' = d v + (g x + l); output v"""
-    spiking = False
-
-    def __init__(self, node, dt):
-        _Neuron.__init__(self, node, dt)
-        self.d, self.g, self.l = units.lif_coefficients(node.tau, node.r, node.v_leak, dt)
-
-    def step(self, x, v):
-        v = self.d * v + (self.g * x + self.l)
-        return v, v
-
-
-@kernel(nir.IF)
-class IF(_Neuron):
-    """v' = v + g x with g = dt r; z = [v' > v_th]; v = v_reset where z"""
-
-    def __init__(self, node, dt):
-        super().__init__(node, dt)
-        self.g = units.if_gain(node.r, dt)
-
-    def init(self, like):
-        return np.zeros_like(like)
-
-    def step(self, x, v):
-        z, v = self.fire(v + self.g * x)
-        return z, v
-
-
-@kernel(nir.I)
-class I(IF):
-    """v' = v + g x; output v"""
-    spiking = False
-
-    def __init__(self, node, dt):
-        self.g = units.if_gain(node.r, dt)
-
-    def step(self, x, v):
-        v = v + self.g * x
-        return v, v
-
-
-@kernel(nir.CubaLIF)
-class CubaLIF(_Neuron):
-    """i = d_i i + g_i x; v' = d_v v + (g_v i + l); z = [v' > v_th]; v = v_reset where z"""
-
-    def __init__(self, node, dt):
-        super().__init__(node, dt)
-        self.di, self.gi, self.dv, self.gv, self.l = units.cuba_coefficients(
-            node.tau_syn, node.tau_mem, node.r, node.v_leak, node.w_in, dt)
-
-    def init(self, like):
-        return np.zeros_like(like), np.zeros_like(like)
+        return tuple(np.zeros_like(like) for _ in self.model.states)
 
     def step(self, x, state):
-        i, v = state
-        i = self.di * i + self.gi * x
-        v = self.dv * v + (self.gv * i + self.l)
-        z, v = self.fire(v)
-        return z, (i, v)
+        return self.model.step(self.p, x, state, neurons.NUMPY)
+
+    def membrane(self, state) -> np.ndarray:
+        return state[self.model.membrane]
 
 
-@kernel(nir.CubaLI)
-class CubaLI(CubaLIF):
-    """i = d_i i + g_i x; v' = d_v v + (g_v i + l); output v"""
-    spiking = False
-
-    def __init__(self, node, dt):
-        self.di, self.gi, self.dv, self.gv, self.l = units.cuba_coefficients(
-            node.tau_syn, node.tau_mem, node.r, node.v_leak, node.w_in, dt)
-
-    def step(self, x, state):
-        i, v = state
-        i = self.di * i + self.gi * x
-        v = self.dv * v + (self.gv * i + self.l)
-        return v, (i, v)
+for _entry in neurons.NEURONS.entries():  # one kernel for every neuron type, its step's summary
+    KERNELS.add(_entry.name, Neuron, _entry.summary)
 
 
 def compile_program(program: Program) -> dict[str, Kernel]:
@@ -350,8 +254,8 @@ def simulate(program: Program, x: np.ndarray, membranes: bool = False) -> Record
             cur[name] = out
             values[name].append(out)
             st = state[name]
-            if membranes and getattr(k, "spiking", False) and st is not None:
-                mems.setdefault(name, []).append(st[1] if isinstance(st, tuple) else st)
+            if membranes and isinstance(k, Neuron) and k.spiking:
+                mems.setdefault(name, []).append(k.membrane(st))
         prev = cur
     spiking = [n for n in program.order if getattr(kernels[n], "spiking", False)]
     return Recording({n: np.stack(v) for n, v in values.items()}, program.output, spiking,

@@ -4,12 +4,12 @@
 dotted recurrent subgraphs, CubaLIF with ``w_in``, Affine with bias, LIF, IF, LI, I,
 Integrator-style nodes, Scale, Threshold, Delay, Conv1d/Conv2d, pooling, Flatten,
 per-neuron parameter arrays). It returns a :class:`NIRModule` that runs the graph step by
-step with the same program order and the same float64 arithmetic as the reference target
-(:mod:`spikeport.core.units`): neuron populations are real ``snntorch.Leaky`` / ``Synaptic``
-modules (reset to zero, no reset delay) fed through an input gain where the NIR parameters
-need one; CubaLIF populations whose membrane gain is not 1 or that have a leak, and
-populations with a non-zero reset value, use small explicit torch modules that snntorch
-cannot stand in for. Each node type maps through :data:`NODE_MAP`; any other node raises
+step with the same program order and the same float64 arithmetic as the reference target.
+Neuron populations are real ``snntorch.Leaky`` / ``Synaptic`` modules (reset to zero, no reset
+delay) fed through an input gain, all coefficients read by :mod:`spikeport.ir.neurons`;
+CubaLIF populations whose membrane gain is not 1 or that have a leak, and populations with a
+non-zero reset value, which snntorch cannot stand in for, run that module's step function on
+torch tensors (:class:`ExplicitNeuron`). Each node type maps through :data:`NODE_MAP`; any other node raises
 an error naming it.
 """
 from __future__ import annotations
@@ -20,8 +20,9 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from spikeport.ir.program import Program, build_program, pair, summed_input, torch_conv_args
-from spikeport.core import units
+from spikeport.ir import neurons
+from spikeport.ir.program import (Program, build_program, delay_steps, pair, summed_input,
+                                  torch_conv_args)
 from spikeport.core.errors import GraphError
 from spikeport.core.recording import Recording
 from spikeport.core.registry import Registry
@@ -99,46 +100,28 @@ class SnnSynaptic(Stateful):
         return (spk.to(DTYPE) if self.spiking else mem), (syn, mem)
 
 
-class CubaExplicit(Stateful):
-    """i = d_i i + g_i x; v' = d_v v + (g_v i + l); spike and reset to v_reset."""
+TORCH = neurons.Ops(torch.gt, torch.where, lambda z: z.to(DTYPE))
 
-    def __init__(self, d_i, g_i, d_v, g_v, l, threshold, v_reset, spiking: bool):
+
+class ExplicitNeuron(Stateful):
+    """A population that snntorch cannot stand in for (a CubaLIF whose membrane gain is not 1
+    or that leaks, a reset to a non-zero value): the step of :mod:`spikeport.ir.neurons` on
+    torch tensors, its coefficients as buffers."""
+
+    def __init__(self, model: neurons.NeuronModel, p: neurons.Params):
         super().__init__()
-        for k, v in dict(d_i=d_i, g_i=g_i, d_v=d_v, g_v=g_v, l=l, v_th=threshold,
-                         v_reset=v_reset).items():
+        self.model = model
+        self.spiking = model.spiking
+        for k, v in p.fields().items():
             self.register_buffer(k, _t(v))
-        self.spiking = spiking
+        self._record, self._fields = type(p), tuple(p.fields())
 
     def init(self, like):
-        return torch.zeros_like(like), torch.zeros_like(like)
+        return tuple(torch.zeros_like(like) for _ in self.model.states)
 
     def step(self, x, state):
-        i, v = state
-        i = self.d_i * i + self.g_i * x
-        v = self.d_v * v + (self.g_v * i + self.l)
-        if not self.spiking:
-            return v, (i, v)
-        z = v > self.v_th
-        return z.to(DTYPE), (i, torch.where(z, self.v_reset, v))
-
-
-class LeakyExplicit(Stateful):
-    """v' = d v + (g x + l); spike and reset to a non-zero v_reset (snntorch resets to 0 only)."""
-
-    spiking = True
-
-    def __init__(self, d, g, l, threshold, v_reset):
-        super().__init__()
-        for k, v in dict(d=d, g=g, l=l, v_th=threshold, v_reset=v_reset).items():
-            self.register_buffer(k, _t(v))
-
-    def init(self, like):
-        return torch.zeros_like(like)
-
-    def step(self, x, v):
-        v = self.d * v + (self.g * x + self.l)
-        z = v > self.v_th
-        return z.to(DTYPE), torch.where(z, self.v_reset, v)
+        p = self._record(**{k: getattr(self, k) for k in self._fields})  # the buffers, as moved
+        return self.model.step(p, x, state, TORCH)
 
 
 class ThresholdNode(Stateful):
@@ -192,11 +175,6 @@ class FlattenNode(nn.Module):
     def forward(self, x):
         nd = x.dim() - 1
         return torch.flatten(x, self.start % nd + 1, self.end % nd + 1)
-
-
-def _zero_reset(node) -> bool:
-    v_reset = getattr(node, "v_reset", None)
-    return v_reset is None or np.all(np.asarray(v_reset) == 0)
 
 
 @maps(nir.Input, nir.Output)
@@ -274,68 +252,45 @@ def _threshold(node, dt):
 @maps(nir.Delay)
 def _delay(node, dt):
     """a shift of round(delay/dt) steps"""
-    d = np.round(np.asarray(node.delay, dtype=np.float64) / dt)
-    if np.any(d < 0) or not np.all(d == d.flat[0]):
-        raise GraphError("Delay with negative or per-neuron different delays is not supported",
-                         "use one non-negative delay per Delay node")
-    return DelayNode(int(d.flat[0]))
+    return DelayNode(delay_steps(node, dt))
 
 
-@maps(nir.LIF)
-def _lif(node, dt):
-    """snntorch Leaky behind an input gain"""
-    d, g, l = units.lif_coefficients(node.tau, node.r, node.v_leak, dt)
-    if not _zero_reset(node):
-        return LeakyExplicit(d, g, l, node.v_threshold, node.v_reset)
-    return SnnLeaky(Gain(g, l), d, node.v_threshold, spiking=True)
+def _zero_reset(p: neurons.Params) -> bool:
+    return bool(np.all(p.v_reset == 0))
 
 
-@maps(nir.LI)
-def _li(node, dt):
-    """snntorch Leaky without reset, membrane out"""
-    d, g, l = units.lif_coefficients(node.tau, node.r, node.v_leak, dt)
-    return SnnLeaky(Gain(g, l), d, np.inf, spiking=False)
+@maps(nir.LIF, nir.LI)
+def _leaky(node, dt):
+    """snntorch Leaky behind an input gain (LI: no reset, membrane out; explicit update for
+    a non-zero reset value)"""
+    model, p = neurons.model_of(node), neurons.params_of(node, dt)
+    if model.spiking and not _zero_reset(p):
+        return ExplicitNeuron(model, p)
+    th = p.v_threshold if model.spiking else np.inf
+    return SnnLeaky(Gain(p.g, p.l), p.d, th, spiking=model.spiking)
 
 
-@maps(nir.IF)
-def _if(node, dt):
-    """snntorch Leaky with beta = 1 behind the gain dt*r"""
-    g = units.if_gain(node.r, dt)
-    ones = np.ones(np.shape(g))
-    if not _zero_reset(node):
-        return LeakyExplicit(ones, g, np.zeros_like(ones), node.v_threshold, node.v_reset)
-    return SnnLeaky(Gain(g, 0.0 * ones), ones, node.v_threshold, spiking=True)
+@maps(nir.IF, nir.I)
+def _integrator(node, dt):
+    """snntorch Leaky with beta = 1 behind the gain dt*r (I: no reset, membrane out;
+    explicit update for a non-zero reset value)"""
+    model, p = neurons.model_of(node), neurons.params_of(node, dt)
+    if model.spiking and not _zero_reset(p):
+        return ExplicitNeuron(model, p)
+    ones = np.ones(np.shape(p.g))
+    th = p.v_threshold if model.spiking else np.inf
+    return SnnLeaky(Gain(p.g, 0.0 * ones), ones, th, spiking=model.spiking)
 
 
-@maps(nir.I)
-def _i(node, dt):
-    """snntorch Leaky with beta = 1, no reset, membrane out"""
-    g = units.if_gain(node.r, dt)
-    ones = np.ones(np.shape(g))
-    return SnnLeaky(Gain(g, 0.0 * ones), ones, np.inf, spiking=False)
-
-
-def _cuba(node, dt, spiking):
-    d_i, g_i, d_v, g_v, l = units.cuba_coefficients(node.tau_syn, node.tau_mem, node.r,
-                                                    node.v_leak, node.w_in, dt)
-    th = node.v_threshold if spiking else np.inf
-    if np.all(g_v == 1.0) and np.all(l == 0.0) and (not spiking or _zero_reset(node)):
-        return SnnSynaptic(Gain(g_i, 0.0 * g_i), d_i, d_v, th, spiking)
-    v_reset = getattr(node, "v_reset", None)
-    v_reset = np.zeros(np.shape(d_v)) if v_reset is None else v_reset
-    return CubaExplicit(d_i, g_i, d_v, g_v, l, th, v_reset, spiking)
-
-
-@maps(nir.CubaLIF)
-def _cubalif(node, dt):
-    """snntorch Synaptic behind an input gain (explicit update if g_v != 1 or v_leak != 0)"""
-    return _cuba(node, dt, True)
-
-
-@maps(nir.CubaLI)
-def _cubali(node, dt):
-    """CubaLIF without threshold, membrane out"""
-    return _cuba(node, dt, False)
+@maps(nir.CubaLIF, nir.CubaLI)
+def _cuba(node, dt):
+    """snntorch Synaptic behind an input gain (CubaLI: no reset, membrane out; explicit
+    update if g_v != 1, v_leak != 0 or a non-zero reset value)"""
+    model, p = neurons.model_of(node), neurons.params_of(node, dt)
+    if np.all(p.g_v == 1.0) and np.all(p.l == 0.0) and (not model.spiking or _zero_reset(p)):
+        th = p.v_threshold if model.spiking else np.inf
+        return SnnSynaptic(Gain(p.g_i, 0.0 * p.g_i), p.d_i, p.d_v, th, model.spiking)
+    return ExplicitNeuron(model, p)
 
 
 class NIRModule(nn.Module):
