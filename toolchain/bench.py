@@ -81,6 +81,22 @@ def bench_estimator(run_dir: str | Path, target: str, samples: int | None = None
       ``read_once``: the target with every recorded array merely read once
       (``np.not_equal(v, 0)``) between batches -- the floor of any count made after the
       fact. The three run in rotating order."""
+    sides = _estimator_sides(run_dir, target, samples)
+    return {"target": target, "samples": sides["samples"], "repeats": repeats,
+            **_time_sides(sides, repeats, min_seconds)}
+
+
+def _timed(fn, loops: int = 1) -> float:
+    t0 = time.perf_counter()
+    for _ in range(loops):
+        fn()
+    return time.perf_counter() - t0
+
+
+def _estimator_sides(run_dir, target: str, samples: int | None) -> dict:
+    """The four things :func:`bench_estimator` times, as closures over one run's inputs:
+    plain inference, inference with the metrics, inference reading every array once, and
+    the metrics alone over recordings made here."""
     from spikeport.ir.program import build_program
     from spikeport.estimate.counting import MetricsAccumulator
     from spikeport.exporters.targets import run_in_batches
@@ -94,12 +110,15 @@ def bench_estimator(run_dir: str | Path, target: str, samples: int | None = None
     starts = range(0, x.shape[1], 128)
     counting = tg.counting_run()
 
+    def accumulator():
+        return MetricsAccumulator(program, binary, tg.counting.matmul, tg.counting.binary_spikes)
+
     def plain():
         for s in starts:
             run_in_batches(tg, art, x[:, s:s + 128], 128)
 
     def with_metrics():
-        acc = MetricsAccumulator(program, binary, tg.counting.matmul, tg.counting.binary_spikes)
+        acc = accumulator()
         for s in starts:
             xb = x[:, s:s + 128]
             acc.update(run_in_batches(counting, art, xb, 128), xb)
@@ -113,38 +132,39 @@ def bench_estimator(run_dir: str | Path, target: str, samples: int | None = None
     recordings = [run_in_batches(counting, art, x[:, s:s + 128], 128) for s in starts]
 
     def metrics_only():
-        acc = MetricsAccumulator(program, binary, tg.counting.matmul, tg.counting.binary_spikes)
+        acc = accumulator()
         for rec, s in zip(recordings, starts):
             acc.update(rec, x[:, s:s + 128])
         acc.summary()
 
-    def timed(fn, loops=1):
-        t0 = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        return time.perf_counter() - t0
+    return {"samples": int(x.shape[1]), "plain": plain, "with_metrics": with_metrics,
+            "read_once": read_once, "metrics_only": metrics_only}
 
-    one = timed(plain)  # warm-up: caches, lazy imports, first allocations
-    timed(with_metrics)
-    timed(metrics_only)
+
+def _time_sides(sides: dict, repeats: int, min_seconds: float) -> dict:
+    """The overhead and end-to-end figures of :func:`bench_estimator` (its docstring)."""
+    plain, with_metrics = sides["plain"], sides["with_metrics"]
+    one = _timed(plain)  # warm-up: caches, lazy imports, first allocations
+    _timed(with_metrics)
+    _timed(sides["metrics_only"])
     loops = max(1, int(np.ceil(min_seconds / max(one, 1e-6))))
-    t_inf = min(timed(plain, loops) for _ in range(repeats))
-    t_met = min(timed(metrics_only, loops) for _ in range(repeats))
+    t_inf = min(_timed(plain, loops) for _ in range(repeats))
+    t_met = min(_timed(sides["metrics_only"], loops) for _ in range(repeats))
     # the three in a rotating order: each side runs first, second and third equally often
     # (measured: whichever ran right after an estimation ran several percent differently)
-    sides = (plain, with_metrics, read_once)
+    order = (plain, with_metrics, sides["read_once"])
     triples = []
     for r in range(repeats):
         t = {}
         for k in range(3):
             i = (r + k) % 3
-            t[i] = timed(sides[i], loops)
+            t[i] = _timed(order[i], loops)
         triples.append((t[0], t[1], t[2]))
     pairs = [(p, e) for p, e, _ in triples]
     t_plain = min(p for p, _ in pairs)
     t_est = min(e for _, e in pairs)
     t_read = min(r for _, _, r in triples)
-    return {"target": target, "samples": int(x.shape[1]), "repeats": repeats, "passes": loops,
+    return {"passes": loops,
             "overhead": {"inference_seconds": t_inf, "metrics_seconds": t_met,
                          "estimation_over_inference": (t_inf + t_met) / t_inf},
             "end_to_end": {"inference_seconds": t_plain, "estimation_seconds": t_est,
