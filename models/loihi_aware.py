@@ -15,8 +15,6 @@ exports, whose gains are exactly 1) and binary input spikes.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -24,13 +22,10 @@ from spikeport.core import units
 
 
 def loihi_scale(w: torch.Tensor, b: torch.Tensor | None, threshold: float) -> float:
-    """The per-layer scale of :func:`spikeport.exporters.loihi.quantize.quantize` for these values."""
-    wmax = float(w.detach().abs().max())
-    limits = [units.LOIHI_WEIGHT_MAX / wmax if wmax > 0 else math.inf,
-              units.LOIHI_VTH_MAX / threshold]
-    if b is not None and float(b.detach().abs().max()) > 0:
-        limits.append(units.LOIHI_BIAS_MAX / float(b.detach().abs().max()))
-    return units.loihi_layer_scale(limits, threshold)
+    """The per-layer scale of :func:`spikeport.exporters.loihi.quantize.quantize` for these
+    values (both call :func:`spikeport.core.units.loihi_scale`)."""
+    bmax = 0.0 if b is None else float(b.detach().abs().max())
+    return units.loihi_scale(float(w.detach().abs().max()), threshold, bmax)
 
 
 class LoihiQuantLinear(nn.Linear):

@@ -4,10 +4,11 @@ It reproduces, bit for bit, what Lava's CPU simulator computes for a netx networ
 by :mod:`spikeport.exporters.loihi.netx` (``Loihi2SimCfg(select_tag="fixed_pt")``): integer weight
 sums of binary spikes, the current and voltage updates with right shifts toward zero, the
 decay offset of netx (du = iDecay - 1, plus Lava's ds_offset 1), the 24-bit wrap of u and
-saturation of v, the strict threshold on vThMant << 6 and the reset of v to 0
-(:mod:`spikeport.core.units`). It runs on the model's time axis: Lava's one-step delay per
-Dense (SEMANTICS.md 8) only shifts layer l by l steps, which the Lava target removes
-when it cuts its recording into samples; the pipeline latency is reported separately.
+saturation of v, the strict threshold on vThMant << 6 and the reset of v to 0: the step of
+:mod:`spikeport.exporters.loihi.fixed_point`. It runs on the model's time axis: Lava's
+one-step delay per Dense (SEMANTICS.md 8) only shifts layer l by l steps, which the Lava
+target removes when it cuts its recording into samples; the pipeline latency is reported
+separately.
 
 All samples of a batch run at once with numpy int64; state starts at zero for every sample.
 """
@@ -15,24 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from spikeport.exporters.loihi.fixed_point import HALF, cuba_step, state_of
 from spikeport.exporters.loihi.quantize import LoihiNetwork
 from spikeport.exporters.reference import conv2d
-from spikeport.core import units
 from spikeport.core.errors import GraphError
 from spikeport.core.recording import Recording
-
-HALF = 2 ** (units.LOIHI_STATE_BITS - 1)
-
-
-def _decay(x: np.ndarray, decay: int) -> np.ndarray:
-    p = x * (units.DECAY_UNITY - decay)
-    return np.sign(p) * (np.abs(p) >> 12)
-
-
-def _wrap(u: np.ndarray) -> np.ndarray:
-    # Lava: values above 2^23 wrap down, values at or below -2^23 wrap up
-    u = np.where(u > HALF, u - 2 * HALF, u)
-    return np.where(u <= -HALF, u + 2 * HALF, u)
 
 
 def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False,
@@ -56,14 +44,14 @@ def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False,
             a_ff = conv2d(flat_in, layer.weight, np.zeros(layer.weight.shape[0], np.int64),
                           c["stride"], c["padding"], c["dilation"], c["groups"])
             a_ff = np.clip(a_ff, -HALF, HALF - 1).reshape(T, B, *layer.shape)  # Lava's 24-bit a
-            bias = (layer.bias_mant.astype(np.int64) << 6).reshape(-1, 1, 1)
+            bias = state_of(layer.bias_mant).reshape(-1, 1, 1)
         else:
             a_ff = s.reshape(T, B, -1) @ layer.weight.T  # (T, B, N): one integer sum per step
-            bias = layer.bias_mant.astype(np.int64) << 6
+            bias = state_of(layer.bias_mant)
         shape = tuple(layer.shape)
         u = np.zeros((B, *shape), np.int64)
         v = np.zeros((B, *shape), np.int64)
-        vth = np.int64(layer.v_th_mant) << 6
+        vth = state_of(layer.v_th_mant)
         out = np.zeros((T, B, *shape), np.int64)
         vs = np.zeros((T, B, *shape), np.int64) if membranes else None
         act = np.zeros((T, B, *shape), bool) if activity else None
@@ -75,10 +63,7 @@ def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False,
                 a = a + prev @ layer.weight_rec.T  # recurrent Dense: previous step's spikes
             if activity:
                 act[t] = (a != 0) | (u != 0) | (v != 0) | has_bias
-            u = _wrap(_decay(u, layer.i_decay) + (a << 6))
-            v = np.clip(_decay(v, layer.v_decay) + u + bias, -HALF + 1, HALF - 1)
-            z = v > vth
-            v = np.where(z, 0, v)
+            z, u, v = cuba_step(u, v, a, bias, layer.i_decay, layer.v_decay, vth)
             out[t] = z
             prev = out[t]
             if membranes:

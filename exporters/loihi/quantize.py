@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 import nir
 import numpy as np
 
-from spikeport.ir.program import Program, build_program, pair
+from spikeport.ir.program import Program, build_program, conv_padding, pair
 from spikeport.core import units
 from spikeport.core.errors import ExportError
 
@@ -223,17 +223,12 @@ def _conv_params(name, conv, pool_name, pool, in_shape):
     w = np.asarray(conv.weight, dtype=np.float64)
     b = np.asarray(conv.bias, dtype=np.float64) if conv.bias is not None else np.zeros(w.shape[0])
     stride, dil, groups = pair(conv.stride), pair(conv.dilation), int(conv.groups)
-    if isinstance(conv.padding, str):
-        if conv.padding == "valid":
-            pad = (0, 0)
-        else:
-            th, tw = dil[0] * (w.shape[2] - 1), dil[1] * (w.shape[3] - 1)
-            if th % 2 or tw % 2:
-                raise ExportError(f"convolution {name!r} uses asymmetric 'same' padding",
-                                  "use an odd kernel or explicit padding")
-            pad = (th // 2, tw // 2)
-    else:
-        pad = pair(conv.padding)
+    pads = conv_padding(conv.padding if isinstance(conv.padding, str) else pair(conv.padding),
+                        w.shape[2:], dil)
+    if any(lo != hi for lo, hi in pads):  # netx pads both sides alike
+        raise ExportError(f"convolution {name!r} uses asymmetric 'same' padding",
+                          "use an odd kernel or explicit padding")
+    pad = tuple(lo for lo, _ in pads)
     if pool is not None:
         k, ps, pp = pair(pool.kernel_size), pair(pool.stride), pair(pool.padding)
         if stride != (1, 1) or dil != (1, 1) or ps != k or pp != (0, 0) or k[0] != k[1]:
@@ -339,12 +334,9 @@ def quantize(graph: nir.NIRGraph, *, dt: float | None = None,
             w_rec_eff = gain[:, None] * np.asarray(rec.weight, dtype=np.float64)
         wmax = max(np.abs(w_eff).max(initial=0.0),
                    np.abs(w_rec_eff).max(initial=0.0) if w_rec_eff is not None else 0.0)
-        limits = [units.LOIHI_WEIGHT_MAX / wmax if wmax > 0 else np.inf,
-                  units.LOIHI_VTH_MAX / theta if theta > 0 else np.inf,
-                  units.LOIHI_BIAS_MAX / np.abs(v_bias).max() if np.any(v_bias) else np.inf]
         if theta <= 0:
             _refuse(neu_name, neu, "has a threshold <= 0", "use a positive threshold")
-        scale = units.loihi_layer_scale(limits, theta)
+        scale = units.loihi_scale(wmax, theta, np.abs(v_bias).max(initial=0.0))
         w_int, clipped = units.loihi_weights(w_eff, scale)
         w_rec_int = None
         if w_rec_eff is not None:

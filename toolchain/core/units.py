@@ -100,14 +100,12 @@ def if_unit_r(dt: float, shape) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- Loihi fixed point
-# Lava's CUBA LIF in fixed point (lava-nc 0.10.0, lava/proc/lif/spikeport.models.py; SEMANTICS.md 6):
-#   u <- sign(p) (|p| >> 12) + (a << 6),   p = u (4096 - iDecay)   (netx: du = iDecay - 1,
-#                                                                    Lava adds ds_offset = 1)
-#   v <- sign(q) (|q| >> 12) + u + (bias_mant << 6),   q = v (4096 - vDecay)
-#   spike iff v > vThMant << 6; then v <- 0 (u keeps its value)
-# u wraps and v saturates at 24 bits. Binary input spikes make a the sum of integer weight
-# columns. Everything in one layer shares one scale s: integer weight = s * float weight,
-# vThMant = s * threshold, bias_mant = s * bias; state integer = 64 s * float state.
+# The ranges and conversions of Lava's CUBA LIF in fixed point (lava-nc 0.10.0; SEMANTICS.md
+# 6); the integer update itself is spikeport.exporters.loihi.fixed_point. Everything in one
+# layer shares one scale s: integer weight = s * float weight, vThMant = s * threshold,
+# bias_mant = s * bias; state integer = 64 s * float state. iDecay / vDecay are 4096 times
+# the fraction of the current / voltage that decays per step. Binary input spikes make the
+# input of a step a sum of integer weight columns.
 
 DECAY_UNITY = 4096
 LOIHI_WEIGHT_MIN, LOIHI_WEIGHT_MAX = -256, 254  # even integers survive netx's bit packing
@@ -138,11 +136,18 @@ def loihi_threshold(threshold: float, scale: float) -> int:
     return int(np.rint(threshold * scale))
 
 
-def loihi_layer_scale(limits: list[float], threshold: float) -> float:
-    """The per-layer scale: the smallest of the limits (each the largest scale that keeps one
-    quantity in range), lowered so that threshold * scale is an integer. The 1e-6 tolerance
-    makes the choice a fixed point under float32 storage of the projected weights: a layer
-    trained with Loihi-aware weights gets back exactly its own scale at export."""
+def loihi_scale(weight_absmax: float, threshold: float, bias_absmax: float = 0.0) -> float:
+    """The per-layer scale s (SEMANTICS.md 7): the largest that keeps every weight in
+    [-256, 254], the threshold in u17 and the bias in s13 (a zero maximum sets no limit),
+    lowered so that threshold * s is an integer. The quantiser and Loihi-aware training both
+    call this, so a trained layer is exported with the scale it was trained for.
+
+    The 1e-6 tolerance makes the choice a fixed point under float32 storage of the projected
+    weights: a layer trained with Loihi-aware weights gets back exactly its own scale at
+    export."""
+    limits = [LOIHI_WEIGHT_MAX / weight_absmax if weight_absmax > 0 else np.inf,
+              LOIHI_VTH_MAX / threshold if threshold > 0 else np.inf,
+              LOIHI_BIAS_MAX / bias_absmax if bias_absmax > 0 else np.inf]
     s = min(limits)
     if not np.isfinite(s):
         s = 64.0
