@@ -418,3 +418,76 @@ def test_project_models_export_to_onnx(arch, params, factor):
     graph = export_model(model, (1, 8, 8))
     got = compare(graph, binary((25, 4, 1, 8, 8), p=0.3, seed=5))
     assert got.values[got.output].shape == (25, 4, 10)
+
+
+# ----------------------------------------------------------------------------- neuron steps
+
+
+def _taus(g, n):
+    return DT * g.uniform(1.5, 40.0, n)
+
+
+# Per-neuron random parameters, non-zero leaks and reset values: every coefficient matters.
+RANDOM_NEURONS = {
+    "LIF": lambda g, n: nir.LIF(tau=_taus(g, n), r=g.uniform(0.5, 3, n), v_leak=g.normal(0, .2, n),
+                                v_threshold=g.uniform(.3, 1, n), v_reset=g.normal(0, .2, n)),
+    "LI": lambda g, n: nir.LI(tau=_taus(g, n), r=g.uniform(0.5, 3, n), v_leak=g.normal(0, .2, n)),
+    "IF": lambda g, n: nir.IF(r=g.uniform(0.1, 1, n) / DT, v_threshold=g.uniform(.5, 2, n),
+                              v_reset=g.normal(0, .2, n)),
+    "I": lambda g, n: nir.I(r=g.uniform(0.1, 1, n) / DT),
+    "CubaLIF": lambda g, n: nir.CubaLIF(
+        tau_syn=_taus(g, n), tau_mem=_taus(g, n), r=g.uniform(0.5, 3, n), v_leak=g.normal(0, .2, n),
+        v_threshold=g.uniform(.3, 1, n), v_reset=g.normal(0, .2, n), w_in=g.uniform(0.5, 3, n)),
+    "CubaLI": lambda g, n: nir.CubaLI(tau_syn=_taus(g, n), tau_mem=_taus(g, n),
+                                      r=g.uniform(0.5, 3, n), v_leak=g.normal(0, .2, n),
+                                      w_in=g.uniform(0.5, 3, n)),
+}
+
+
+def test_every_neuron_type_has_a_random_case():
+    from spikeport.ir import neurons
+    assert sorted(RANDOM_NEURONS) == neurons.NEURONS.names()
+
+
+@pytest.mark.parametrize("kind", sorted(RANDOM_NEURONS))
+def test_neuron_step_is_bit_identical_on_numpy_torch_and_onnx(kind):
+    """One step function of spikeport.ir.neurons, three backends: the outputs and every state
+    agree bit for bit at every step, on arbitrary float64 inputs (element-wise arithmetic
+    only, so no exactness condition on the inputs is needed)."""
+    from spikeport.exporters.snntorch import ExplicitNeuron
+    from spikeport.ir import neurons
+
+    g = rng(sorted(RANDOM_NEURONS).index(kind))
+    n, T, B = 9, 40, 3
+    node = RANDOM_NEURONS[kind](g, n)
+    model, p = neurons.model_of(node), neurons.params_of(node, DT)
+    x = g.normal(0.3, 1.5, (T, B, n))
+
+    state, want = tuple(np.zeros((B, n)) for _ in model.states), []
+    for t in range(T):
+        out, state = model.step(p, x[t], state, neurons.NUMPY)
+        want.append((out, state))
+
+    m = ExplicitNeuron(model, p)  # the torch backend of the same step
+    st = m.init(torch.zeros(B, n, dtype=torch.float64))
+    for t in range(T):
+        out, st = m.step(torch.from_numpy(x[t]), st)
+        assert np.array_equal(out.numpy(), want[t][0]), (kind, t)
+        assert all(np.array_equal(a.numpy(), b) for a, b in zip(st, want[t][1])), (kind, t)
+
+    art = ot.compile(chain([n], node))
+    assert [s.kind for s in art.states] == list(model.states)
+    ops = {nd.op_type for nd in art.model.graph.node if nd.name.startswith("n0__")}
+    assert ops <= {"Mul", "Add", "Greater", "Cast", "Where"}  # one node per operation, none fused
+    sess = ot.session(art)
+    names = [art.values["n0"]] + [s.output for s in art.states]
+    feed = {s.input: np.zeros((B, *s.shape)) for s in art.states}
+    for t in range(T):
+        out, *new = sess.run(names, {art.input_name: x[t], **feed})
+        assert np.array_equal(out, want[t][0]), (kind, t)
+        assert all(np.array_equal(a, b) for a, b in zip(new, want[t][1])), (kind, t)
+        feed = {s.input: a for s, a in zip(art.states, new)}
+
+    if model.spiking:  # not vacuous: spikes, silences and resets to the non-zero v_reset
+        z = np.stack([o for o, _ in want])
+        assert 0 < z.mean() < 1, z.mean()
