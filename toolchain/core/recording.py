@@ -15,6 +15,7 @@ spike takes through the deployed pipeline, and the simulator run's status (secon
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,3 +72,17 @@ def predict(output):
     with the most output spikes (or the largest summed output), ties to the lowest index.
     Works on numpy arrays and torch tensors alike; training and every target use it."""
     return output.sum(0).argmax(-1)
+
+
+def hidden_populations(populations: Sequence[str], output: Iterable[str]) -> list[str]:
+    """The hidden neuron populations of a network (ENERGY.md 1.2), in the order given: every
+    spiking population except the output ones, those whose spikes are the network's output
+    (they reach it through no synapse). Hidden-neuron usage counts the neurons of these.
+
+    The one definition for training and the estimator: a trained model names its output
+    population as its last one in forward order (its output is that population's spikes);
+    the estimator finds the output populations of a NIR graph by walking back from the
+    Output node through the nodes that pass spikes on unchanged (Output, Input, Flatten,
+    Delay). On every shipped recipe the two name the same populations."""
+    out = set(output)
+    return [p for p in populations if p not in out]

@@ -12,7 +12,8 @@ What is counted (t*_b = exit step of sample b, 1-based; every count uses only t 
   ``spikes_per_step[t]`` is the sum over neurons, averaged over *all* samples (a sample that
   exited before t contributes 0); ``firing_rate`` = mean over samples of sum S / (N t*_b).
 - **Hidden layers** are all spiking layers except those whose output reaches the graph output
-  through pass-through nodes only (Output / Input / Flatten / Delay). Usage U_b = fraction of
+  through pass-through nodes only (Output / Input / Flatten / Delay):
+  :func:`~spikeport.core.recording.hidden_populations`, as in training. Usage U_b = fraction of
   hidden neurons with >= 1 spike up to t*_b; histogram over 10 equal bins of [0, 1] (the last
   bin includes 1).
 - **Activation sparsity** = 1 - sum nnz / sum numel over (layer, step <= t*, sample, neuron),
@@ -72,7 +73,7 @@ import torch.nn.functional as F
 from spikeport.ir.program import SPIKING, Program, pair, torch_conv_args
 from spikeport.exporters.reference import KERNELS
 from spikeport.core.errors import GraphError
-from spikeport.core.recording import Recording
+from spikeport.core.recording import Recording, hidden_populations
 
 CONNECTIONS = (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)
 POPULATIONS = SPIKING + (nir.LI, nir.CubaLI, nir.I)
@@ -616,7 +617,7 @@ class MetricsAccumulator:
         nodes = program.nodes
         self.spiking = program.spiking_nodes()
         self.output_layers = self._output_layers()
-        self.hidden = [n for n in self.spiking if n not in self.output_layers]
+        self.hidden = hidden_populations(self.spiking, self.output_layers)
         self.connections = [n for n in program.order if isinstance(nodes[n], CONNECTIONS)]
         self.populations = [n for n in program.order if isinstance(nodes[n], POPULATIONS)]
         self.kind = {c: ("AC" if self._binary_message(c) else "MAC") for c in self.connections}

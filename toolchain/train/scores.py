@@ -1,9 +1,11 @@
 """Classification metrics and hidden-neuron usage.
 
 Hidden-neuron usage (ENERGY.md 1.2): for the hidden populations H (every neuron population
-but the output one), U[b] = |{(l, i) : l in H, n_l[b, i] >= 1}| / sum_{l in H} N_l, the
-fraction of hidden neurons that spike at least once in example b. Reported as the mean over
-examples (``hidden_usage``), its median, and per layer. Computed streaming: only per-example
+but the output one, :func:`spikeport.core.recording.hidden_populations`; in a trained model
+the output population is the last in forward order),
+U[b] = |{(l, i) : l in H, n_l[b, i] >= 1}| / sum_{l in H} N_l, the fraction of hidden
+neurons that spike at least once in example b. Reported as the mean over examples
+(``hidden_usage``), its median, and per layer. Computed streaming: only per-example
 fractions are kept, never the spike trains.
 """
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.metrics import f1_score
+
+from spikeport.core.recording import hidden_populations
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
@@ -22,10 +26,18 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
 
 
 class HiddenUsage:
+    """Streaming hidden-neuron usage of the populations ``layers`` (the hidden ones)."""
+
     def __init__(self, layers: list[str]):
         self.layers = list(layers)
         self.active = {name: [] for name in self.layers}  # per batch: (B,) active counts
         self.sizes: dict[str, int] = {}
+
+    @classmethod
+    def of_network(cls, populations: list[str]) -> "HiddenUsage":
+        """Usage of the hidden populations among a model's ``populations`` (every neuron
+        population, in forward order: the last one is the output)."""
+        return cls(hidden_populations(populations, populations[-1:]))
 
     def update(self, rec: dict[str, torch.Tensor]) -> None:
         for name in self.layers:
