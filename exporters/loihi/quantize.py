@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 import nir
 import numpy as np
 
+from spikeport.ir import neurons
 from spikeport.ir.program import Program, build_program, conv_padding, pair
 from spikeport.core import units
 from spikeport.core.errors import ExportError
@@ -261,104 +262,123 @@ def quantize(graph: nir.NIRGraph, *, dt: float | None = None,
              allow_approximation: bool = False) -> LoihiNetwork:
     program = build_program(graph, dt)
     layers, flattens = _chain(program)
-    nodes = program.nodes
-    inp = nodes[program.graph_inputs[0]]
+    inp = program.nodes[program.graph_inputs[0]]
     input_shape = tuple(int(v) for v in np.atleast_1d(inp.input_type["input"]))
     approximations: list[str] = []
     out_layers, reports = [], []
     prev_shape = input_shape
-    for idx, (syn_name, neu_name, rec_name, pool_name) in enumerate(layers):
-        syn, neu = nodes[syn_name], nodes[neu_name]
-        if np.any(np.asarray(getattr(neu, "v_reset", 0.0) if neu.v_reset is not None else 0.0) != 0):
-            _refuse(neu_name, neu, "resets to a non-zero value", "reset to zero (v_reset = 0)")
-        w = np.asarray(syn.weight, dtype=np.float64)
-        b = np.asarray(getattr(syn, "bias", None) if getattr(syn, "bias", None) is not None
-                       else np.zeros(w.shape[0]), dtype=np.float64)
-        conv = None
-        if isinstance(syn, nir.Conv2d):
-            w, b, conv, pop_shape = _conv_params(syn_name, syn, pool_name,
-                                                 nodes.get(pool_name), prev_shape)
-        else:
-            if w.shape[1] != int(np.prod(prev_shape)):
-                raise ExportError(f"layer {syn_name!r} takes {w.shape[1]} inputs but receives "
-                                  f"{int(np.prod(prev_shape))}",
-                                  "check the graph's shapes (nir.NIRGraph.infer_types)")
-            pop_shape = (w.shape[0],)
-        n = w.shape[0]  # populations: neurons; convolutions: channels
-        theta = _uniform(neu_name, "threshold", neu.v_threshold)
-        notes = []
-        if isinstance(neu, nir.CubaLIF):
-            d_i, g_i, d_v, g_v, l = units.cuba_coefficients(neu.tau_syn, neu.tau_mem, neu.r,
-                                                            neu.v_leak, neu.w_in, program.dt)
-            frac_i = 1.0 - _uniform(neu_name, "tau_syn", d_i)
-            frac_v = 1.0 - _uniform(neu_name, "tau_mem", d_v)
-            gain = _per_unit(neu_name, "input gain", g_v * g_i, n)
-            v_bias = _per_unit(neu_name, "v_leak", l, n)
-            if np.any(b != 0):
-                msg = (f"{syn_name}: Affine bias into CubaLIF {neu_name!r} mapped to its steady-state "
-                       "voltage bias g_v*g_i*b/(dt/tau_syn); the onset differs from the float model")
-                if not allow_approximation:
-                    raise ExportError(f"node {syn_name!r} (Affine) adds a bias current to CubaLIF "
-                                      f"{neu_name!r}, which Loihi cannot inject",
-                                      "train without bias (bias=False), or allow the approximation "
-                                      "(--allow-approximation) to use the steady-state voltage bias")
-                approximations.append(msg)
-                notes.append(msg)
-                v_bias = v_bias + gain * b / frac_i
-            bias_desc = "v_leak as neuron bias" + ("; Affine bias approximated" if np.any(b != 0) else "")
-        else:
-            if isinstance(neu, nir.LIF):
-                d, g, l = units.lif_coefficients(neu.tau, neu.r, neu.v_leak, program.dt)
-                frac_v = 1.0 - _uniform(neu_name, "tau", d)
-            else:
-                g = units.if_gain(neu.r, program.dt)
-                l = np.zeros(n)
-                frac_v = 0.0
-            frac_i = 1.0
-            gain = _per_unit(neu_name, "input gain", g, n)
-            v_bias = _per_unit(neu_name, "v_leak", l, n) + gain * b  # exact: u is this step's input
-            bias_desc = "Affine bias and v_leak as neuron bias (exact)" if np.any(v_bias) else "none"
-        i_decay = int(units.loihi_decay(frac_i))
-        v_decay = int(units.loihi_decay(frac_v))
-        if v_decay >= units.DECAY_UNITY:
-            _refuse(neu_name, neu, "has tau_mem <= dt (vDecay 4096 does not fit 12 bits)",
-                    "use a membrane time constant longer than dt")
-        w_eff = gain.reshape(-1, *([1] * (w.ndim - 1))) * w
-        w_rec_eff = None
-        if rec_name is not None:
-            rec = nodes[rec_name]
-            rb = np.asarray(getattr(rec, "bias", np.zeros(n)), dtype=np.float64)
-            if np.any(rb != 0):
-                _refuse(rec_name, rec, "has a bias on a recurrent weight",
-                        "fold the recurrent bias into the feed-forward Affine bias")
-            w_rec_eff = gain[:, None] * np.asarray(rec.weight, dtype=np.float64)
-        wmax = max(np.abs(w_eff).max(initial=0.0),
-                   np.abs(w_rec_eff).max(initial=0.0) if w_rec_eff is not None else 0.0)
-        if theta <= 0:
-            _refuse(neu_name, neu, "has a threshold <= 0", "use a positive threshold")
-        scale = units.loihi_scale(wmax, theta, np.abs(v_bias).max(initial=0.0))
-        w_int, clipped = units.loihi_weights(w_eff, scale)
-        w_rec_int = None
-        if w_rec_eff is not None:
-            w_rec_int, clipped_rec = units.loihi_weights(w_rec_eff, scale)
-            clipped = max(clipped, clipped_rec)
-        vth = units.loihi_threshold(theta, scale)
-        bias_mant = np.rint(v_bias * scale).astype(np.int64)
-        rms = float(np.sqrt(np.mean(w_eff ** 2))) or 1.0
-        report = LayerReport(
-            synapse=syn_name, neuron=neu_name, neuron_type=type(neu).__name__, scale=scale,
-            weights_clipped_fraction=clipped,
-            weight_rms_error=float(np.sqrt(np.mean((w_int / scale - w_eff) ** 2)) / rms),
-            current_decay={"requested": frac_i, "realised": float(units.loihi_decay_fraction(i_decay)),
-                           "iDecay": i_decay},
-            voltage_decay={"requested": frac_v, "realised": float(units.loihi_decay_fraction(v_decay)),
-                           "vDecay": v_decay},
-            threshold={"requested": theta, "realised": vth / scale, "vThMant": vth},
-            bias=bias_desc, notes=notes)
-        flatten_before = any(_through_identities(program, s) in flattens
-                             for s, _ in program.inputs[syn_name])
-        out_layers.append(LoihiLayer(neu_name, syn_name, tuple(pop_shape), w_int, i_decay, v_decay,
-                                     vth, bias_mant, flatten_before, w_rec_int, rec_name, conv))
+    for syn_name, neu_name, rec_name, pool_name in layers:
+        layer, report = _layer(program, syn_name, neu_name, rec_name, pool_name, prev_shape,
+                               allow_approximation)
+        layer.flatten_before = any(_through_identities(program, s) in flattens
+                                   for s, _ in program.inputs[syn_name])
+        out_layers.append(layer)
         reports.append(report)
-        prev_shape = tuple(pop_shape)
+        approximations += report.notes
+        prev_shape = layer.shape
     return LoihiNetwork(input_shape, out_layers, reports, program.dt, approximations)
+
+
+def _synapse(program: Program, syn_name: str, pool_name: str | None, prev_shape: tuple):
+    """(weight, bias, conv parameters or None, population shape) of a layer's synapse."""
+    syn = program.nodes[syn_name]
+    w = np.asarray(syn.weight, dtype=np.float64)
+    b = np.asarray(getattr(syn, "bias", None) if getattr(syn, "bias", None) is not None
+                   else np.zeros(w.shape[0]), dtype=np.float64)
+    if isinstance(syn, nir.Conv2d):
+        return _conv_params(syn_name, syn, pool_name, program.nodes.get(pool_name), prev_shape)
+    if w.shape[1] != int(np.prod(prev_shape)):
+        raise ExportError(f"layer {syn_name!r} takes {w.shape[1]} inputs but receives "
+                          f"{int(np.prod(prev_shape))}",
+                          "check the graph's shapes (nir.NIRGraph.infer_types)")
+    return w, b, None, (w.shape[0],)
+
+
+@dataclass
+class _Drive:
+    """A NIR population as a CUBA one, in floats: what decays and what drives v."""
+    frac_i: float             # the fraction of the current that decays per step
+    frac_v: float             # the same for the voltage
+    gain: np.ndarray          # per unit, folded into the weight rows
+    v_bias: np.ndarray        # per unit, the neuron bias (voltage per step)
+    bias: str                 # how the biases were mapped, for the report
+    notes: list[str]          # approximations made
+
+
+def _drive(neu_name: str, neu, dt: float, syn_name: str, b: np.ndarray, n: int,
+           allow_approximation: bool) -> _Drive:
+    """Decays, gains and bias of a LIF / CubaLIF / IF population; the coefficients are
+    those every float target uses (:mod:`spikeport.ir.neurons`)."""
+    p = neurons.params_of(neu, dt)
+    if not isinstance(neu, nir.CubaLIF):
+        frac_v = 1.0 - _uniform(neu_name, "tau", p.d) if isinstance(neu, nir.LIF) else 0.0
+        l = p.l if isinstance(neu, nir.LIF) else np.zeros(n)
+        gain = _per_unit(neu_name, "input gain", p.g, n)
+        v_bias = _per_unit(neu_name, "v_leak", l, n) + gain * b  # exact: u is this step's input
+        desc = "Affine bias and v_leak as neuron bias (exact)" if np.any(v_bias) else "none"
+        return _Drive(1.0, frac_v, gain, v_bias, desc, [])
+    frac_i = 1.0 - _uniform(neu_name, "tau_syn", p.d_i)
+    frac_v = 1.0 - _uniform(neu_name, "tau_mem", p.d_v)
+    gain = _per_unit(neu_name, "input gain", p.g_v * p.g_i, n)
+    v_bias = _per_unit(neu_name, "v_leak", p.l, n)
+    if not np.any(b != 0):
+        return _Drive(frac_i, frac_v, gain, v_bias, "v_leak as neuron bias", [])
+    if not allow_approximation:
+        raise ExportError(f"node {syn_name!r} (Affine) adds a bias current to CubaLIF "
+                          f"{neu_name!r}, which Loihi cannot inject",
+                          "train without bias (bias=False), or allow the approximation "
+                          "(--allow-approximation) to use the steady-state voltage bias")
+    msg = (f"{syn_name}: Affine bias into CubaLIF {neu_name!r} mapped to its steady-state "
+           "voltage bias g_v*g_i*b/(dt/tau_syn); the onset differs from the float model")
+    return _Drive(frac_i, frac_v, gain, v_bias + gain * b / frac_i,
+                  "v_leak as neuron bias; Affine bias approximated", [msg])
+
+
+def _layer(program: Program, syn_name: str, neu_name: str, rec_name: str | None,
+           pool_name: str | None, prev_shape: tuple, allow_approximation: bool):
+    """One synapse -> population layer in fixed point, and its report."""
+    neu = program.nodes[neu_name]
+    if np.any(neurons.params_of(neu, program.dt).v_reset != 0):
+        _refuse(neu_name, neu, "resets to a non-zero value", "reset to zero (v_reset = 0)")
+    w, b, conv, pop_shape = _synapse(program, syn_name, pool_name, prev_shape)
+    n = w.shape[0]  # populations: neurons; convolutions: channels
+    theta = _uniform(neu_name, "threshold", neu.v_threshold)
+    drive = _drive(neu_name, neu, program.dt, syn_name, b, n, allow_approximation)
+    i_decay, v_decay = int(units.loihi_decay(drive.frac_i)), int(units.loihi_decay(drive.frac_v))
+    if v_decay >= units.DECAY_UNITY:
+        _refuse(neu_name, neu, "has tau_mem <= dt (vDecay 4096 does not fit 12 bits)",
+                "use a membrane time constant longer than dt")
+    w_eff = drive.gain.reshape(-1, *([1] * (w.ndim - 1))) * w
+    w_rec_eff = None
+    if rec_name is not None:
+        rec = program.nodes[rec_name]
+        if np.any(np.asarray(getattr(rec, "bias", np.zeros(n)), dtype=np.float64) != 0):
+            _refuse(rec_name, rec, "has a bias on a recurrent weight",
+                    "fold the recurrent bias into the feed-forward Affine bias")
+        w_rec_eff = drive.gain[:, None] * np.asarray(rec.weight, dtype=np.float64)
+    wmax = max(np.abs(w_eff).max(initial=0.0),
+               np.abs(w_rec_eff).max(initial=0.0) if w_rec_eff is not None else 0.0)
+    if theta <= 0:
+        _refuse(neu_name, neu, "has a threshold <= 0", "use a positive threshold")
+    scale = units.loihi_scale(wmax, theta, np.abs(drive.v_bias).max(initial=0.0))
+    w_int, clipped = units.loihi_weights(w_eff, scale)
+    w_rec_int = None
+    if w_rec_eff is not None:
+        w_rec_int, clipped_rec = units.loihi_weights(w_rec_eff, scale)
+        clipped = max(clipped, clipped_rec)
+    vth = units.loihi_threshold(theta, scale)
+    rms = float(np.sqrt(np.mean(w_eff ** 2))) or 1.0
+    report = LayerReport(
+        synapse=syn_name, neuron=neu_name, neuron_type=type(neu).__name__, scale=scale,
+        weights_clipped_fraction=clipped,
+        weight_rms_error=float(np.sqrt(np.mean((w_int / scale - w_eff) ** 2)) / rms),
+        current_decay={"requested": drive.frac_i,
+                       "realised": float(units.loihi_decay_fraction(i_decay)), "iDecay": i_decay},
+        voltage_decay={"requested": drive.frac_v,
+                       "realised": float(units.loihi_decay_fraction(v_decay)), "vDecay": v_decay},
+        threshold={"requested": theta, "realised": vth / scale, "vThMant": vth},
+        bias=drive.bias, notes=drive.notes)
+    layer = LoihiLayer(neu_name, syn_name, tuple(pop_shape), w_int, i_decay, v_decay, vth,
+                       np.rint(drive.v_bias * scale).astype(np.int64), False, w_rec_int,
+                       rec_name, conv)
+    return layer, report

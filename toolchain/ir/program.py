@@ -91,6 +91,24 @@ def build_program(graph: nir.NIRGraph, dt: float | None = None) -> Program:
     touched = {n for e in edges for n in e}
     nodes = {n: v for n, v in nodes.items()
              if n in touched or not isinstance(v, (nir.Input, nir.Output))}
+    _check_edges(nodes, edges)
+    preds: dict[str, list[str]] = {n: [] for n in nodes}
+    succs: dict[str, list[str]] = {n: [] for n in nodes}
+    for s, d in edges:
+        preds[d].append(s)
+        succs[s].append(d)
+    top_inputs = _the_one(nodes, nir.Input, preds, "input")
+    top_outputs = _the_one(nodes, nir.Output, succs, "output")
+    order, back = _order(nodes, succs, top_inputs[0])
+    inputs = {n: [(s, (s, n) in back) for s in preds[n]] for n in nodes}
+    meta = dict(getattr(graph, "metadata", {}) or {})
+    dt, from_meta = _step(meta, dt)
+    if not from_meta:
+        nodes = _per_step_integrators(nodes, dt)
+    return Program(nodes, order, inputs, top_inputs, top_outputs, float(dt), meta, from_meta)
+
+
+def _check_edges(nodes: dict, edges: list[tuple[str, str]]) -> None:
     for s, d in edges:
         for end in (s, d):
             if end not in nodes:
@@ -100,56 +118,47 @@ def build_program(graph: nir.NIRGraph, dt: float | None = None) -> Program:
         dup = next(e for e in edges if edges.count(e) > 1)
         raise GraphError(f"duplicate edge {dup}", "remove the repeated edge (NIR sums fan-in "
                          "edges, so a duplicate would double the input)")
-    preds: dict[str, list[str]] = {n: [] for n in nodes}
-    succs: dict[str, list[str]] = {n: [] for n in nodes}
-    for s, d in edges:
-        preds[d].append(s)
-        succs[s].append(d)
-    def the_one(cls, links, what):
-        """The graph's single top-level Input / Output node (else the one node without
-        incoming / outgoing edges)."""
-        found = [n for n in nodes if "." not in n and isinstance(nodes[n], cls)]
-        found = found or [n for n in nodes if not links[n]]
-        if len(found) != 1:
-            raise GraphError(f"the graph has {len(found)} {what}s ({', '.join(found) or 'none'})",
-                             f"spikeport runs graphs with exactly one {cls.__name__} node")
-        return found
 
-    top_inputs = the_one(nir.Input, preds, "input")
-    top_outputs = the_one(nir.Output, succs, "output")
 
-    # Depth-first post-order from the input; reversed, it is a topological order of the
-    # graph without its back edges.
-    visited, on_stack, post = set(), set(), []
+def _the_one(nodes: dict, cls, links: dict, what: str) -> list[str]:
+    """The graph's single top-level Input / Output node (else the one node without
+    incoming / outgoing edges)."""
+    found = [n for n in nodes if "." not in n and isinstance(nodes[n], cls)]
+    found = found or [n for n in nodes if not links[n]]
+    if len(found) != 1:
+        raise GraphError(f"the graph has {len(found)} {what}s ({', '.join(found) or 'none'})",
+                         f"spikeport runs graphs with exactly one {cls.__name__} node")
+    return found
+
+
+def _order(nodes: dict, succs: dict, start: str) -> tuple[list[str], set[tuple[str, str]]]:
+    """(execution order, back edges). Depth-first post-order from the input; reversed, it is
+    a topological order of the graph without its back edges."""
+    visited, on_stack, post = {start}, {start}, []
     back: set[tuple[str, str]] = set()
-
-    def visit(n):
-        stack = [(n, iter(succs[n]))]
-        visited.add(n)
-        on_stack.add(n)
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                stack.pop()
-                on_stack.discard(node)
-                post.append(node)
-            elif nxt in on_stack:
-                back.add((node, nxt))
-            elif nxt not in visited:
-                visited.add(nxt)
-                on_stack.add(nxt)
-                stack.append((nxt, iter(succs[nxt])))
-
-    visit(top_inputs[0])
+    stack = [(start, iter(succs[start]))]
+    while stack:
+        node, it = stack[-1]
+        nxt = next(it, None)
+        if nxt is None:
+            stack.pop()
+            on_stack.discard(node)
+            post.append(node)
+        elif nxt in on_stack:
+            back.add((node, nxt))
+        elif nxt not in visited:
+            visited.add(nxt)
+            on_stack.add(nxt)
+            stack.append((nxt, iter(succs[nxt])))
     unreachable = [n for n in nodes if n not in visited]
     if unreachable:
         raise GraphError(f"node(s) not reachable from the input: {', '.join(sorted(unreachable))}",
                          "connect them or remove them from the graph")
-    order = post[::-1]
-    inputs = {n: [(s, (s, n) in back) for s in preds[n]] for n in nodes}
+    return post[::-1], back
 
-    meta = dict(getattr(graph, "metadata", {}) or {})
+
+def _step(meta: dict, dt: float | None) -> tuple[float, bool]:
+    """(dt, read from the metadata?); refuses metadata this simulator does not implement."""
     from_meta = True
     if dt is None:
         if "dt" in meta:
@@ -159,16 +168,14 @@ def build_program(graph: nir.NIRGraph, dt: float | None = None) -> Program:
             warnings.warn("the NIR graph records no dt; assuming dt = 1e-4 s (snntorch's value) "
                           "and reading IF/I nodes with r as the per-step gain. Pass dt "
                           "explicitly if the graph was written for another step.",
-                          stacklevel=2)
+                          stacklevel=3)
     if not (dt > 0 and np.isfinite(dt)):
         raise GraphError(f"dt must be a positive number of seconds, got {dt}", "pass e.g. dt=1e-4")
     for key, allowed in (("reset_mode", ("zero",)), ("discretisation", ("forward_euler",))):
         if key in meta and str(meta[key]) not in allowed:
             raise GraphError(f"graph metadata {key}={meta[key]!r} is not supported",
                              f"spikeport simulates {key} in {allowed}")
-    if not from_meta:
-        nodes = _per_step_integrators(nodes, dt)
-    return Program(nodes, order, inputs, top_inputs, top_outputs, float(dt), meta, from_meta)
+    return dt, from_meta
 
 
 def _per_step_integrators(nodes: dict, dt: float) -> dict:
