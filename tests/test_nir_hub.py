@@ -249,6 +249,34 @@ def test_imported_module_is_made_of_snntorch_neurons_and_keeps_affine_bias():
     assert out[:, 0, 0].tolist() == [0, 1, 0, 1, 0]
 
 
+def test_populations_stay_snntorch_neurons_unless_snntorch_cannot_express_them():
+    from spikeport.exporters.snntorch import ExplicitNeuron
+
+    one, zero = np.array([1.0]), np.array([0.0])
+    lif = dict(tau=np.array([2 * DT]), r=np.array([2.0]), v_leak=zero, v_threshold=one)
+    cuba = dict(tau_syn=np.array([2 * DT]), tau_mem=np.array([2 * DT]), r=np.array([2.0]),
+                w_in=np.array([2.0]))  # g_i = g_v = 1
+    cases = [
+        (nir.LIF(**lif, v_reset=zero), snn.Leaky),
+        (nir.LIF(**lif, v_reset=np.array([0.25])), None),
+        (nir.LI(tau=lif["tau"], r=lif["r"], v_leak=zero), snn.Leaky),
+        (nir.IF(r=one / DT, v_threshold=one, v_reset=zero), snn.Leaky),
+        (nir.IF(r=one / DT, v_threshold=one, v_reset=np.array([-0.5])), None),
+        (nir.I(r=one / DT), snn.Leaky),
+        (nir.CubaLIF(**cuba, v_leak=zero, v_threshold=one, v_reset=zero), snn.Synaptic),
+        (nir.CubaLIF(**cuba, v_leak=np.array([0.5]), v_threshold=one, v_reset=zero), None),
+        (nir.CubaLI(**cuba, v_leak=zero), snn.Synaptic),
+        (nir.CubaLI(**{**cuba, "r": np.array([3.0])}, v_leak=zero), None),  # g_v = 1.5
+    ]
+    for node, want in cases:
+        m = import_graph(graph_of(node, shape=[1])).node("n0")
+        if want is None:
+            assert isinstance(m, ExplicitNeuron), node
+        else:
+            assert isinstance(m.neuron, want), node
+        assert_all_targets_equal(graph_of(node, shape=[1]), col(0.9, 0.4, 1.3, 0.0, -0.6, 1.1))
+
+
 # ---------------------------------------------------------------- foreign-style graphs
 
 def _cuba_params(n, rng, tau_syn=5e-4, tau_mem=1e-3):
