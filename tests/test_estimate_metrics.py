@@ -573,7 +573,5 @@ def test_memory_traffic_of_the_hand_computed_mlp():
                                          (32, {"32kb": 1.0}), (4, {"8kb": 0.5}),
                                          (2048, {"1mb": 1.0})])
 def test_memory_levels_interpolate_the_energy_in_buffer_size(kb, expected):
-    from spikeport.estimate.counting import _by_level
-    acc = {}
-    _by_level(8.0, kb * 1024, acc)  # one 64-bit access
-    assert acc == pytest.approx(expected)
+    from spikeport.estimate.memory import accesses_by_level
+    assert accesses_by_level(8.0, kb * 1024) == pytest.approx(expected)  # one 64-bit access

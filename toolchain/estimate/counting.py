@@ -74,40 +74,13 @@ from spikeport.ir.program import SPIKING, Program, pair, torch_conv_args
 from spikeport.exporters.reference import KERNELS
 from spikeport.core.errors import GraphError
 from spikeport.core.recording import Recording, hidden_populations
+from spikeport.estimate.memory import ConnectionLoad, PopulationLoad, memory_traffic
 
 CONNECTIONS = (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)
 POPULATIONS = SPIKING + (nir.LI, nir.CubaLI, nir.I)
 PASS_BINARY = (nir.Input, nir.Output, nir.Flatten, nir.Delay)   # keep a spike a spike
 RECOMPUTABLE = (nir.Input, nir.Output, nir.Flatten, nir.SumPool2d, nir.AvgPool2d, nir.Scale)
 HIST_BINS = 10
-
-# Memory traffic (Lemaire et al., ICONIP 2022, as counted by spikingjelly's analytical
-# energy model; ENERGY.md 4): fp32 values and weights, 64-bit accesses, and per buffer an
-# energy piecewise-linear in its size through (0, 0), (8 KB, e_8kb), (32 KB, e_32kb),
-# (1 MB, e_1mb); buffers above 1 MB are charged at the 1 MB figure (a lower bound: DRAM
-# costs 10-25x more).
-BYTES_PER_VALUE = 4
-ACCESS_BYTES = 8
-MEMORY_LEVELS = ((8 * 1024, "8kb"), (32 * 1024, "32kb"), (1024 * 1024, "1mb"))
-STATE_VARS = {"LIF": 1, "IF": 1, "CubaLIF": 2, "LI": 1, "CubaLI": 2, "I": 1, "Threshold": 0}
-
-
-def _by_level(n_bytes: float, buffer_bytes: float, acc: dict) -> None:
-    """Add n_bytes of traffic to a buffer of buffer_bytes to ``acc`` as 64-bit accesses per
-    memory level, split between the two neighbouring levels so that the energy is the
-    piecewise-linear interpolation in the buffer size."""
-    accesses = n_bytes / ACCESS_BYTES
-    size = min(float(buffer_bytes), MEMORY_LEVELS[-1][0])
-    lo, lo_name = 0.0, None
-    for hi, name in MEMORY_LEVELS:
-        if size <= hi:
-            w = (size - lo) / (hi - lo)
-            acc[name] = acc.get(name, 0.0) + accesses * w
-            if lo_name is not None and w < 1.0:
-                acc[lo_name] = acc.get(lo_name, 0.0) + accesses * (1.0 - w)
-            return
-        lo, lo_name = float(hi), name
-
 
 class _NotAvailable(Exception):
     """A node's value is neither recorded nor recomputable from recorded values."""
@@ -938,55 +911,13 @@ class MetricsAccumulator:
         return out
 
     def _memory(self, m: dict) -> dict:
-        """Bytes moved per sample, per connection and population, and as 64-bit accesses per
-        memory level (see ``_by_level``); the same for one dense ANN pass."""
-        b, n = BYTES_PER_VALUE, self.n
-        levels: dict[str, float] = {}
-        ann_levels: dict[str, float] = {}
-        conns, pops, large = {}, {}, []
-        ann_bytes = 0.0
-        for c in self.connections:
-            C, S = self.conn[c], self.conn[c]["static"]
-            eff = C["eff"] / n
-            row = {"input_reads": C["in_nonzero"] / n * b, "weight_reads": eff * b,
-                   "accumulator_reads_writes": 2 * eff * b,
-                   "buffers": {"input": S["inputs"] * b, "weights": S["weights"] * b,
-                               "accumulator": S["outputs"] * b}}
-            _by_level(row["input_reads"], row["buffers"]["input"], levels)
-            _by_level(row["weight_reads"], row["buffers"]["weights"], levels)
-            _by_level(row["accumulator_reads_writes"], row["buffers"]["accumulator"], levels)
-            for buf, size in row["buffers"].items():
-                if size > MEMORY_LEVELS[-1][0]:
-                    large.append(f"{c}.{buf}")
-            conns[c] = row
-            # one dense ANN pass: every input and weight read once, every output written once
-            for size in (S["inputs"] * b, S["weights"] * b, S["outputs"] * b):
-                _by_level(size, size, ann_levels)
-                ann_bytes += size
-        for p in self.populations:
-            U = self.upd[p]
-            kind = type(self.program.nodes[p]).__name__
-            k = STATE_VARS.get(kind, 1)
-            spikes = m["layers"][p]["spikes_per_sample"]["mean"] if p in m["layers"] else 0.0
-            row = {"state_variables": k, "state_reads_writes": U["dense"] / n * 2 * k * b,
-                   "spike_writes": spikes * b,
-                   "buffers": {"state": U["N"] * k * b, "spikes": U["N"] * b}}
-            _by_level(row["state_reads_writes"], row["buffers"]["state"], levels)
-            _by_level(row["spike_writes"], row["buffers"]["spikes"], levels)
-            if row["buffers"]["state"] > MEMORY_LEVELS[-1][0]:
-                large.append(f"{p}.state")
-            pops[p] = row
-        total = sum(v for r in conns.values() for k, v in r.items() if k != "buffers")
-        total += sum(r["state_reads_writes"] + r["spike_writes"] for r in pops.values())
-        return {
-            "model": "Lemaire et al. 2022 (event-driven): each non-zero input read, one weight "
-                     "read and one accumulator read+write per synaptic op, every neuron's state "
-                     "read+written every step, one write per spike; fp32, 64-bit accesses, "
-                     "energy piecewise-linear in buffer size; bias reads not counted",
-            "bytes_per_value": b, "access_bytes": ACCESS_BYTES,
-            "bytes_per_sample": total,
-            "accesses_64bit": levels,
-            "connections": conns, "populations": pops,
-            "buffers_over_1mb": large,
-            "ann_dense": {"bytes_per_sample": ann_bytes, "accesses_64bit": ann_levels},
-        }
+        """The memory traffic of the counted work (:mod:`spikeport.estimate.memory`)."""
+        n = self.n
+        conns = {c: ConnectionLoad(self.conn[c]["in_nonzero"] / n, self.conn[c]["eff"] / n,
+                                   self.conn[c]["static"]["inputs"], self.conn[c]["static"]["weights"],
+                                   self.conn[c]["static"]["outputs"]) for c in self.connections}
+        pops = {p: PopulationLoad(type(self.program.nodes[p]).__name__, self.upd[p]["N"],
+                                  self.upd[p]["dense"] / n,
+                                  m["layers"][p]["spikes_per_sample"]["mean"] if p in m["layers"] else 0.0)
+                for p in self.populations}
+        return memory_traffic(conns, pops)
