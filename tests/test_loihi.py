@@ -300,3 +300,22 @@ def test_emulator_activity_marks_input_or_state_before_the_update():
     silent = emulator.run(net, np.zeros((5, 2, 2)), activity=True)
     assert not silent.active["n1"].any()
     assert emulator.run(net, x).active == {}  # recorded only on request
+
+
+def test_fixed_point_step_rounds_toward_zero_wraps_the_current_and_saturates_the_voltage():
+    from spikeport.exporters.loihi import fixed_point as fp
+
+    # (4096 - 1024) / 4096 = 0.75: 5 -> 3.75 -> 3 and -5 -> -3.75 -> -3 (toward zero)
+    np.testing.assert_array_equal(fp.decay(np.array([5, -5]), 1024), [3, -3])
+    half, never = 2 ** 23, fp.state_of(2 ** 30)
+    # one weight unit (64 on the state scale) past the top: u wraps, v saturates
+    z, u, v = fp.cuba_step(np.array([half - 10]), np.array([0]), np.array([1]), np.array([0]),
+                           i_decay=0, v_decay=0, v_th=never)
+    assert (u[0], v[0], z[0]) == (half + 54 - 2 * half, half + 54 - 2 * half, False)
+    z, u, v = fp.cuba_step(np.array([0]), np.array([half - 10]), np.array([1]), np.array([0]),
+                           i_decay=4096, v_decay=0, v_th=never)
+    assert (u[0], v[0], z[0]) == (64, half - 1, False)
+    # strictly above the threshold: spike, v reset to 0, u kept
+    z, u, v = fp.cuba_step(np.array([0, 0]), np.array([0, 0]), np.array([2, 3]), np.array([0, 0]),
+                           i_decay=4096, v_decay=4096, v_th=fp.state_of(2))
+    assert z.tolist() == [False, True] and u.tolist() == [128, 192] and v.tolist() == [128, 0]
