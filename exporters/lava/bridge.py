@@ -104,17 +104,7 @@ def run_netx(net_path: str | os.PathLike, spikes: np.ndarray, num_layers: int | 
     """
     python = ensure_ready()
     net = Path(net_path).expanduser().resolve()
-    if not net.is_file():
-        raise LavaRunError(f"netx file not found: {net}",
-                           "export the network first, or pass the path of an existing .net")
-    spikes = np.asarray(spikes)
-    if spikes.ndim < 3 or spikes.shape[0] < 1 or spikes.shape[1] < 1:
-        raise LavaRunError(
-            f"input spikes must have shape (samples, time, *input_shape), got {spikes.shape}",
-            "add the sample axis (spikes[None]) or the time axis")
-    if not np.isin(spikes, (0, 1)).all():
-        raise LavaRunError("input spikes must be 0/1", "binarise the input spikes")
-
+    spikes = _checked_input(net, spikes)
     with tempfile.TemporaryDirectory(prefix="spikeport-lava-") as tmpdir:
         tmp = Path(tmpdir)
         request = {
@@ -126,54 +116,80 @@ def run_netx(net_path: str | os.PathLike, spikes: np.ndarray, num_layers: int | 
         }
         np.savez(request["input"], spikes=spikes.astype(np.uint8))
         (tmp / "request.json").write_text(json.dumps(request, indent=1))
-
         cmd = [str(python), str(RUNNER), str(tmp / "request.json")]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, cwd=tmp, env=_clean_env(), start_new_session=True)
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            # SIGINT first: the runner stops Lava, whose shared-memory manager then frees its
-            # /dev/shm segments; whatever is left after a grace period is killed.
-            proc.send_signal(signal.SIGINT)
-            try:
-                stdout, stderr = proc.communicate(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc.pid)
-                stdout, stderr = proc.communicate()
-            _kill_group(proc.pid)
-            steps = spikes.shape[0] * spikes.shape[1]
-            raise LavaTimeoutError(
-                f"Lava run of {net.name} ({spikes.shape[0]} samples x {spikes.shape[1]} steps"
-                f" = {steps} input steps) did not finish within {timeout:g} s and was killed",
-                "raise the timeout or run fewer samples or steps (the Lava CPU simulator "
-                "does roughly 25-100 steps per second)",
-                details=_tail(stderr)) from None
-        except BaseException:
-            _kill_group(proc.pid)
-            raise
-        _kill_group(proc.pid)  # in case a failed run left Lava workers behind
-
+        stdout, stderr = _wait(proc, timeout, net, spikes.shape)
         status_file = Path(request["status"])
         status = json.loads(status_file.read_text()) if status_file.is_file() else None
-        if proc.returncode != 0 or not status or not status.get("ok"):
-            if status and status.get("error"):
-                raise LavaRunError(
-                    f"Lava run of {net.name} failed: {_one_line(status['error'])}",
-                    "check the netx file and the input shape; the runner's traceback is in "
-                    "the error's .details",
-                    details=status.get("traceback", ""))
-            last = _tail(stderr, 1) or f"exit code {proc.returncode}"
-            raise LavaRunError(
-                f"Lava runner for {net.name} exited with code {proc.returncode} without a "
-                f"status: {_one_line(last)}",
-                f"run `{python} {RUNNER} REQUEST.json` by hand to see the full output",
-                details=_tail(stderr + "\n" + stdout, 40))
-
+        _raise_on_failure(proc.returncode, status, stdout, stderr, net, python)
         with np.load(request["output"]) as data:
             arrays = {key: data[key] for key in data.files}
     order = sorted(arrays, key=lambda k: int(k.rsplit("_", 1)[1]))
     return LavaRecording({k: arrays[k] for k in order}, status)
+
+
+def _checked_input(net: Path, spikes) -> np.ndarray:
+    if not net.is_file():
+        raise LavaRunError(f"netx file not found: {net}",
+                           "export the network first, or pass the path of an existing .net")
+    spikes = np.asarray(spikes)
+    if spikes.ndim < 3 or spikes.shape[0] < 1 or spikes.shape[1] < 1:
+        raise LavaRunError(
+            f"input spikes must have shape (samples, time, *input_shape), got {spikes.shape}",
+            "add the sample axis (spikes[None]) or the time axis")
+    if not np.isin(spikes, (0, 1)).all():
+        raise LavaRunError("input spikes must be 0/1", "binarise the input spikes")
+    return spikes
+
+
+def _wait(proc: subprocess.Popen, timeout: float, net: Path, shape) -> tuple[str, str]:
+    """The runner's (stdout, stderr) once it exits; past ``timeout`` it is stopped (its whole
+    process group) and a :class:`LavaTimeoutError` raised. Any other exception (Ctrl-C) also
+    ends the process group before it propagates."""
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # SIGINT first: the runner stops Lava, whose shared-memory manager then frees its
+        # /dev/shm segments; whatever is left after a grace period is killed.
+        proc.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = proc.communicate(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            stdout, stderr = proc.communicate()
+        _kill_group(proc.pid)
+        steps = shape[0] * shape[1]
+        raise LavaTimeoutError(
+            f"Lava run of {net.name} ({shape[0]} samples x {shape[1]} steps"
+            f" = {steps} input steps) did not finish within {timeout:g} s and was killed",
+            "raise the timeout or run fewer samples or steps (the Lava CPU simulator "
+            "does roughly 25-100 steps per second)",
+            details=_tail(stderr)) from None
+    except BaseException:
+        _kill_group(proc.pid)
+        raise
+    _kill_group(proc.pid)  # in case a failed run left Lava workers behind
+    return stdout, stderr
+
+
+def _raise_on_failure(returncode: int, status: dict | None, stdout: str, stderr: str,
+                      net: Path, python) -> None:
+    """A :class:`LavaRunError` with the runner's own message if the run did not succeed."""
+    if returncode == 0 and status and status.get("ok"):
+        return
+    if status and status.get("error"):
+        raise LavaRunError(
+            f"Lava run of {net.name} failed: {_one_line(status['error'])}",
+            "check the netx file and the input shape; the runner's traceback is in "
+            "the error's .details",
+            details=status.get("traceback", ""))
+    last = _tail(stderr, 1) or f"exit code {returncode}"
+    raise LavaRunError(
+        f"Lava runner for {net.name} exited with code {returncode} without a "
+        f"status: {_one_line(last)}",
+        f"run `{python} {RUNNER} REQUEST.json` by hand to see the full output",
+        details=_tail(stderr + "\n" + stdout, 40))
 
 
 def _main(argv: list[str]) -> int:  # pragma: no cover - a debugging aid

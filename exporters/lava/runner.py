@@ -133,17 +133,8 @@ def _load_spikes(path: Path) -> np.ndarray:
     return spikes.astype(np.int32)
 
 
-def run(req: dict) -> dict:
-    t_start = time.perf_counter()
-    net_path = Path(req["net"])
-    if not net_path.is_file():
-        raise FileNotFoundError(f"netx file not found: {net_path}")
-    if not h5py.is_hdf5(str(net_path)):
-        raise ValueError(f"{net_path} is not an HDF5 file (expected a lava-dl netx .net)")
-    spikes = _load_spikes(Path(req["input"]))
-    n_samples, n_steps = spikes.shape[:2]
-
-    t0 = time.perf_counter()
+def _import_lava():
+    """Lava's modules this runner uses (imported late: the import alone takes seconds)."""
     from lava.lib.dl import netx
     from lava.lib.dl.netx.blocks.process import Input as InputBlock
     from lava.magma.core.run_conditions import RunSteps
@@ -151,29 +142,29 @@ def run(req: dict) -> dict:
     from lava.proc.io.reset import Reset
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
-    import_seconds = time.perf_counter() - t0
+    class Lava:  # a namespace (this script keeps to the modules its docstring names)
+        pass
 
-    t0 = time.perf_counter()
-    num_layers = req.get("num_layers")
-    # reset_interval=1 is a placeholder that makes netx build LIFReset neurons; the real
-    # interval and per-block offsets are set below, once the latencies are known.
-    net = netx.hdf5.Network(net_config=str(net_path),
-                            num_layers=None if num_layers is None else int(num_layers),
-                            reset_interval=1)
-    blocks = list(net.layers)
-    if not blocks:
-        raise ValueError(f"{net_path}: netx built no blocks (num_layers={num_layers})")
+    for name, value in dict(netx=netx, InputBlock=InputBlock, RunSteps=RunSteps,
+                            Loihi2SimCfg=Loihi2SimCfg, Reset=Reset, Sink=Sink,
+                            Source=Source).items():
+        setattr(Lava, name, value)
+    return Lava
 
-    # latencies c_i (see the module docstring)
+
+def _latencies(blocks, lava) -> list[int]:
+    """c_i of every block (module docstring): +1 per synapse block, 0 for an Input block."""
     latency, c = [], 0
-    for i, blk in enumerate(blocks):
-        c += 0 if isinstance(blk, InputBlock) else 1
+    for blk in blocks:
+        c += 0 if isinstance(blk, lava.InputBlock) else 1
         latency.append(c)
-    window = n_steps + latency[-1]
-    interval = n_steps + latency[-1] - latency[0]
-    total = (n_samples - 1) * interval + window
+    return latency
 
-    # neuron resets: LIFReset resets when time_step % R == offset % R, time_step = step + 1
+
+def _schedule_resets(blocks, latency: list[int], interval: int, n_samples: int, lava) -> list:
+    """Per-window neuron resets (LIFReset: when time_step % R == offset % R, time_step =
+    step + 1) and Reset processes that clear multi-step synapse buffers (axonal delays,
+    recurrent loops) before the neuron reset; returns the Reset processes."""
     for i, blk in enumerate(blocks):
         params = blk.neuron.proc_params
         if params.get("reset_interval") is None:
@@ -184,8 +175,6 @@ def run(req: dict) -> dict:
             continue
         params.overwrite("reset_interval", interval)
         params.overwrite("reset_offset", latency[i] + 1)
-
-    # clear multi-step synapse buffers (axonal delays, recurrent loops) before the reset
     clears = []
     for i, blk in enumerate(blocks):
         syn = getattr(blk, "synapse", None)
@@ -197,11 +186,15 @@ def run(req: dict) -> dict:
             clears.append((syn_rec.a_buff, latency[i] - 1))
     resetters = []
     for var, step in clears:
-        r = Reset(reset_value=0, interval=interval, offset=step % interval)
+        r = lava.Reset(reset_value=0, interval=interval, offset=step % interval)
         r.connect_var(var)
         resetters.append(r)
+    return resetters
 
-    # input in Lava's layout: net.inp.shape + (time,)
+
+def _input_source(net, spikes: np.ndarray, interval: int, total: int, lava):
+    """A RingBuffer source holding every sample's spikes in Lava's layout, one window each."""
+    n_samples, n_steps = spikes.shape[:2]
     inp_shape = tuple(int(s) for s in net.inp.shape)
     sample_shape = spikes.shape[2:]
     if sample_shape != inp_shape[::-1]:
@@ -214,21 +207,15 @@ def run(req: dict) -> dict:
     data = np.zeros(inp_shape + (total,), dtype=np.int32)
     for m in range(n_samples):
         data[..., m * interval:m * interval + n_steps] = _to_lava(spikes[m])
-    source = Source(data=data)
-    source.s_out.connect(net.inp)
+    return lava.Source(data=data)
 
-    sinks = []
-    for blk in blocks:
-        sink = Sink(shape=tuple(blk.out.shape), buffer=total)
-        blk.out.connect(sink.a_in)
-        sinks.append(sink)
-    build_seconds = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
+def _simulate(net, sinks, total: int, lava) -> list[np.ndarray]:
+    """Run ``total`` steps in the fixed-point CPU simulator; what each sink recorded."""
     finished = False
     try:
-        net.run(condition=RunSteps(num_steps=total),
-                run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        net.run(condition=lava.RunSteps(num_steps=total),
+                run_cfg=lava.Loihi2SimCfg(select_tag="fixed_pt"))
         recorded = [np.asarray(sink.data.get()) for sink in sinks]  # read before stop()
         finished = True
     finally:
@@ -237,8 +224,11 @@ def run(req: dict) -> dict:
         except Exception:
             if finished:  # otherwise the run's own error is the one to report
                 raise
-    run_seconds = time.perf_counter() - t0
+    return recorded
 
+
+def _per_sample(blocks, recorded, latency, interval: int, window: int, n_samples: int):
+    """Cut each block's recording into sample windows: (arrays by key, per-layer status)."""
     out, layers = {}, []
     for i, (blk, rec) in enumerate(zip(blocks, recorded)):
         ours = _from_lava(rec)  # (total, *layer_shape)
@@ -249,27 +239,63 @@ def run(req: dict) -> dict:
         per_sample = per_sample.astype(np.uint8 if binary else np.int32)
         key = f"layer_{i}"
         out[key] = per_sample
-        layers.append({
-            "key": key,
-            "block": type(blk).__name__,
-            "shape": list(per_sample.shape[2:]),
-            "latency": latency[i],
-            "spikes": int(per_sample.sum()),
-        })
+        layers.append({"key": key, "block": type(blk).__name__,
+                       "shape": list(per_sample.shape[2:]), "latency": latency[i],
+                       "spikes": int(per_sample.sum())})
+    return out, layers
+
+
+def run(req: dict) -> dict:
+    """Execute one request (module docstring); write the output .npz, return the status."""
+    t_start = time.perf_counter()
+    net_path = Path(req["net"])
+    if not net_path.is_file():
+        raise FileNotFoundError(f"netx file not found: {net_path}")
+    if not h5py.is_hdf5(str(net_path)):
+        raise ValueError(f"{net_path} is not an HDF5 file (expected a lava-dl netx .net)")
+    spikes = _load_spikes(Path(req["input"]))
+    n_samples, n_steps = spikes.shape[:2]
+
+    t0 = time.perf_counter()
+    lava = _import_lava()
+    import_seconds = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    num_layers = req.get("num_layers")
+    # reset_interval=1 is a placeholder that makes netx build LIFReset neurons; the real
+    # interval and per-block offsets are set by _schedule_resets, once latencies are known.
+    net = lava.netx.hdf5.Network(net_config=str(net_path),
+                                 num_layers=None if num_layers is None else int(num_layers),
+                                 reset_interval=1)
+    blocks = list(net.layers)
+    if not blocks:
+        raise ValueError(f"{net_path}: netx built no blocks (num_layers={num_layers})")
+    latency = _latencies(blocks, lava)
+    window = n_steps + latency[-1]
+    interval = n_steps + latency[-1] - latency[0]
+    total = (n_samples - 1) * interval + window
+    resetters = _schedule_resets(blocks, latency, interval, n_samples, lava)
+    source = _input_source(net, spikes, interval, total, lava)
+    source.s_out.connect(net.inp)
+    sinks = []
+    for blk in blocks:
+        sink = lava.Sink(shape=tuple(blk.out.shape), buffer=total)
+        blk.out.connect(sink.a_in)
+        sinks.append(sink)
+    build_seconds = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    recorded = _simulate(net, sinks, total, lava)
+    run_seconds = time.perf_counter() - t0
+    out, layers = _per_sample(blocks, recorded, latency, interval, window, n_samples)
     np.savez(req["output"], **out)
     return {
-        "ok": True,
-        "samples": int(n_samples),
-        "input_steps": int(n_steps),
-        "window": int(window),
-        "reset_interval": int(interval),
-        "steps": int(total),
-        "seconds": round(run_seconds, 3),
-        "import_seconds": round(import_seconds, 3),
+        "ok": True, "samples": int(n_samples), "input_steps": int(n_steps),
+        "window": int(window), "reset_interval": int(interval), "steps": int(total),
+        "seconds": round(run_seconds, 3), "import_seconds": round(import_seconds, 3),
         "build_seconds": round(build_seconds, 3),
         "total_seconds": round(time.perf_counter() - t_start, 3),
-        "synapse_clears": len(resetters),
-        "layers": layers,
+        "synapse_clears": len(resetters), "layers": layers,
     }
 
 
