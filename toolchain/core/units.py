@@ -2,7 +2,8 @@
 
 Discretisation contract (SEMANTICS.md 2; forward Euler, current-then-voltage, reset to
 zero in the same step). For a step dt and a time constant tau, let b = dt / tau. The
-per-step updates every float target computes, in this order and in float64, are
+per-step updates every float target computes, in this order and in float64 (written once,
+as step functions, in spikeport.ir.neurons), are
 
     LIF      v' = d_v * v + (g * x + l)        d_v = 1 - b,   g = r * b,     l = b * v_leak
     LI       as LIF without threshold
