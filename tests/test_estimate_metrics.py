@@ -1,4 +1,5 @@
-"""spikeport.estimate.counting: hand-computed counts, conv fan-out, AC/MAC, streaming, NeuroBench."""
+"""spikeport.estimate metrics and counting engine: hand-computed counts, conv fan-out, AC/MAC,
+streaming, NeuroBench; the engine through its public functions (count_connection, window_any)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import pytest
 
 from spikeport.ir.program import build_program
 from spikeport.exporters.reference import run_graph
-from spikeport.estimate.counting import MetricsAccumulator
+from spikeport.estimate import MetricsAccumulator
 from spikeport.core.recording import Recording
 
 DT = 1e-3
@@ -439,20 +440,6 @@ def _conv2d(w, **kw):
     return nir.Conv2d(weight=w, **args)
 
 
-def _counts(counter, nz):
-    """The counter's (events, non-zero inputs, receiving outputs, active outputs per row)
-    for a bool input map nz (T, B, *in), as the estimator calls it."""
-    from spikeport.estimate.counting import _mm_numpy, _Rows
-    T, B = nz.shape[:2]
-    rows = _Rows(nz, T * B, _mm_numpy)
-    nonzero = rows.count()
-    ops = counter.ops(rows, nonzero).reshape(T, B)
-    receives = counter.receives(nz, rows, nonzero)
-    active = counter.active_rows(nonzero, rows, None, None).reshape(T, B) if (
-        not counter.conv and rows.n == counter.in_shape[-1]) else None
-    return ops, nonzero.reshape(T, B), receives, active
-
-
 @pytest.mark.parametrize("case", ["dense-full", "dense-zeros", "dense-wide-spread", "dense-multiword",
                                   "affine-two-axes", "conv-full", "conv-zeros",
                                   "conv-groups-stride-dilation", "conv-same", "conv1d-full",
@@ -462,7 +449,7 @@ def test_counter_matches_binarised_reference(case):
     popcounts (fan-outs within 4 bits of each other) or by a product (wider spread), inputs
     of one and of several 64-bit words, an Affine over two axes, convolutions with and
     without zero weights -- equal the binarised connection run by the reference kernels."""
-    from spikeport.estimate.counting import _MAX_FANOUT_BITS, _Counter
+    from spikeport.estimate.counting import MAX_FANOUT_BITS, count_connection
     rng = np.random.default_rng(len(case))
     sparse = "zeros" in case or case in ("dense-wide-spread", "dense-multiword", "affine-two-axes")
     T, B = 3, 4
@@ -499,13 +486,13 @@ def test_counter_matches_binarised_reference(case):
     nz[0, 0] = True   # every input non-zero
     nz[1, 1] = False  # no input at all
     ref = _binarised_reference(node, nz)
-    counter = _Counter(node, in_shape)
-    assert counter.full_rows.all() == (not sparse)
+    count = count_connection(node, nz)
+    assert count.zero_weights == sparse
     if case == "dense-wide-spread":
-        assert counter.fan_masks is None  # counted by the float32 product
-    elif not counter.conv:
-        assert counter.fan_masks is not None and len(counter.fan_masks) <= _MAX_FANOUT_BITS
-    ops, nonzero, receives, active = _counts(counter, nz)
+        assert count.method == "product"  # counted by the float32 product
+    elif not isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        assert count.method == "popcount" and count.popcount_masks <= MAX_FANOUT_BITS
+    ops, nonzero, receives, active = count.ops, count.nonzero, count.receives, count.active
     np.testing.assert_array_equal(ops, ref.reshape(T, B, -1).sum(-1))
     np.testing.assert_array_equal(nonzero, nz.reshape(T, B, -1).sum(-1))
     np.testing.assert_array_equal(receives, ref > 0)
@@ -519,19 +506,19 @@ def test_counter_matches_binarised_reference(case):
 def test_pool_events_match_reference_pool(k, stride, pad):
     """A pool passes an event on iff its window holds one (zero padding holds none)."""
     from spikeport.exporters.reference import KERNELS
-    from spikeport.estimate.counting import _window_any
+    from spikeport.estimate.counting import window_any
     rng = np.random.default_rng(k * 100 + stride * 10 + pad)
     e = rng.random((2, 3, 4, 7, 6)) < 0.1
     node = nir.SumPool2d(kernel_size=np.array([k, k]), stride=np.array([stride, stride]),
                          padding=np.array([pad, pad]))
     ref, _ = KERNELS.get("SumPool2d")(node, DT).step(e.reshape(6, 4, 7, 6).astype(float), None)
-    np.testing.assert_array_equal(_window_any(node, e), ref.reshape(2, 3, *ref.shape[1:]) > 0)
+    np.testing.assert_array_equal(window_any(node, e), ref.reshape(2, 3, *ref.shape[1:]) > 0)
 
 
 def test_dense_receives_when_active_inputs_outnumber_zero_weights():
     """Output 0 has zero weights from inputs 0 and 1: a step whose only non-zero inputs are
     among those misses output 0; one more non-zero input anywhere reaches it."""
-    from spikeport.estimate.counting import _Counter
+    from spikeport.estimate.counting import count_connection
     w = np.ones((3, 6))
     w[0, :2] = 0.0
     node = nir.Linear(weight=w)
@@ -541,7 +528,7 @@ def test_dense_receives_when_active_inputs_outnumber_zero_weights():
     nz[0, 2, [0, 2]] = True       # one of them reaches output 0
     nz[0, 3, [2, 3, 4]] = True    # more active inputs than zeros: every output receives
     nz[0, 5, [1]] = True
-    got = _counts(_Counter(node, (6,)), nz)[2]
+    got = count_connection(node, nz).receives
     np.testing.assert_array_equal(got, _binarised_reference(node, nz) > 0)
     np.testing.assert_array_equal(got[0, :, 0], [False, False, True, True, False, False])
     np.testing.assert_array_equal(got[0, :, 1], [True, True, True, True, False, True])
@@ -575,3 +562,27 @@ def test_memory_traffic_of_the_hand_computed_mlp():
 def test_memory_levels_interpolate_the_energy_in_buffer_size(kb, expected):
     from spikeport.estimate.memory import accesses_by_level
     assert accesses_by_level(8.0, kb * 1024) == pytest.approx(expected)  # one 64-bit access
+
+
+# ---- one definition of the hidden populations ------------------------------------------------
+@pytest.mark.parametrize("recipe, input_shape", [("digits", (1, 8, 8)), ("mnist-5k", (1, 28, 28))])
+def test_training_and_the_estimator_name_the_same_hidden_populations(recipe, input_shape):
+    """Training takes a model's populations in forward order, the estimator walks the NIR
+    graph back from its Output; both leave hidden_populations() to decide, and agree."""
+    from pathlib import Path
+
+    import yaml
+
+    import spikeport.models
+    from spikeport.models import build_model
+    from spikeport.models.export import export_model
+    from spikeport.train.scores import HiddenUsage
+
+    path = Path(spikeport.models.__file__).parent / "recipes" / f"{recipe}.yaml"
+    params = dict(yaml.safe_load(path.read_text())["model"])
+    model = build_model(params.pop("arch"), input_shape, 10, **params)
+    usage = HiddenUsage.of_network([name for name, _ in model.neuron_layers()])
+    acc = MetricsAccumulator(build_program(export_model(model, input_shape)), input_binary=True)
+    assert usage.layers and len(acc.network.hidden) == len(acc.network.spiking) - 1
+    # the exporter names a module "layers.2" node "layers_2"
+    assert [name.replace(".", "_") for name in usage.layers] == acc.network.hidden

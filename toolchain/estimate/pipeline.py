@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeport.ir.program import build_program
 from spikeport.exporters.targets import get_target, run_in_batches
 from spikeport import runs as artifacts
 from spikeport.core import io
 from spikeport.core.errors import SpikeportError
 from spikeport.estimate import cutoff as co
 from spikeport.estimate.energy import energy, load_profile
-from spikeport.estimate.counting import MetricsAccumulator
+from spikeport.estimate.metrics import MetricsAccumulator
 
 CUTOFFS = ("topk", "confidence", "none")
 TOPK_FILE = "cutoff_topk.json"
@@ -88,10 +87,7 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
 
     artifact = tg.compile(graph, {"allow_approximation": allow_approximation})
     # count on the network the target runs (Loihi: integer weights, pools folded)
-    program = build_program(tg.counted_graph(artifact, graph))
-    binary = bool(np.all((x == 0) | (x == 1)))
-    acc = MetricsAccumulator(program, input_binary=binary, matmul=tg.counting.matmul,
-                             binary_spikes=tg.counting.binary_spikes)
+    acc = MetricsAccumulator.for_target(tg, artifact, graph, x)
     runner = tg.counting_run()
     chunk = x.shape[1] if tg.batch_size is None else batch_size
     outputs, exits, forced, first = [], [], [], None
