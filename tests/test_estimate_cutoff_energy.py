@@ -15,6 +15,7 @@ import yaml
 from spikeport.core.errors import SpikeportError, UnknownNameError
 from spikeport.estimate import cutoff as co
 from spikeport.estimate import energy as en
+from spikeport.estimate import profiles as pr
 
 
 # ------------------------------------------------------------------------ cutoff fixtures
@@ -225,39 +226,39 @@ EXPECTED = {   # (profile, constant) -> (value, unit, marker, basis)
 
 
 def test_every_profile_loads_with_sources():
-    names = en.list_profiles()
+    names = pr.list_profiles()
     assert set(names) == {"loihi", "loihi2", "spinnaker2", "truenorth", "cpu", "gpu",
                           "ann-45nm"}
     for n in names:
-        p = en.load_profile(n)
+        p = pr.load_profile(n)
         assert p.name == n and p.constants
         for c in p.constants.values():
-            assert c.source.strip() and c.marker in en.MARKERS and c.basis in en.BASES
+            assert c.source.strip() and c.marker in pr.MARKERS and c.basis in pr.BASES
             assert c.value >= 0
     for (n, k), (v, unit, marker, basis) in EXPECTED.items():
-        c = en.load_profile(n).constants[k]
+        c = pr.load_profile(n).constants[k]
         assert (c.value, c.unit, c.marker, c.basis) == (v, unit, marker, basis), (n, k)
-    assert "Davies" in en.load_profile("loihi").constants["e_synop"].source
-    assert "Frady" in en.load_profile("loihi").constants["p_static"].source
-    assert "Loihi 1 proxy" in en.load_profile("loihi2").constants["e_synop"].source
-    assert "Höppner" in en.load_profile("spinnaker2").constants["e_synop"].source
-    assert "Degnan" in en.load_profile("cpu").constants["e_synop"].source
-    assert "Merolla" in en.load_profile("truenorth").constants["e_synop"].source
-    tn = en.load_profile("truenorth")
+    assert "Davies" in pr.load_profile("loihi").constants["e_synop"].source
+    assert "Frady" in pr.load_profile("loihi").constants["p_static"].source
+    assert "Loihi 1 proxy" in pr.load_profile("loihi2").constants["e_synop"].source
+    assert "Höppner" in pr.load_profile("spinnaker2").constants["e_synop"].source
+    assert "Degnan" in pr.load_profile("cpu").constants["e_synop"].source
+    assert "Merolla" in pr.load_profile("truenorth").constants["e_synop"].source
+    tn = pr.load_profile("truenorth")
     assert tn.static_power_included_in == "e_synop" and "p_static" not in tn.constants
-    assert en.load_profile("cpu").device == "dense" == en.load_profile("gpu").device
+    assert pr.load_profile("cpu").device == "dense" == pr.load_profile("gpu").device
 
 
 def test_load_profile_by_path_and_unknown_name():
-    p = en.load_profile(en.PROFILE_DIR / "loihi.yaml")
+    p = pr.load_profile(pr.PROFILE_DIR / "loihi.yaml")
     assert p.name == "loihi"
     with pytest.raises(UnknownNameError, match="unknown energy profile 'loihi3'") as e:
-        en.load_profile("loihi3")
+        pr.load_profile("loihi3")
     assert "loihi2" in e.value.fix
 
 
 def _bad(tmp_path, mutate) -> Path:
-    raw = yaml.safe_load((en.PROFILE_DIR / "loihi.yaml").read_text())
+    raw = yaml.safe_load((pr.PROFILE_DIR / "loihi.yaml").read_text())
     mutate(raw)
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True))
@@ -280,23 +281,50 @@ def _bad(tmp_path, mutate) -> Path:
     (lambda r: r["constants"]["e_synop"].update(unit="mW"), "constants.e_synop.unit", "pJ"),
     (lambda r: r["constants"]["e_synop"].update(value="23.6"), "constants.e_synop.value",
      "plain number"),
+    (lambda r: r["constants"]["e_synop"].update(value=float("nan")), "constants.e_synop.value",
+     "plain number"),
+    (lambda r: r["constants"]["e_spike"].update(value=float("inf")), "constants.e_spike.value",
+     "plain number"),
+    (lambda r: r["constants"]["e_spike"].update(value=None), "constants.e_spike.value", "add value"),
+    (lambda r: r["constants"].update(e_synop=23.6), "constants.e_synop", "value: 23.6"),
+    (lambda r: r.update(notes="one caveat"), "notes", "YAML list"),
+    (lambda r: r.update(name=""), "name", "add name"),
+    (lambda r: r.update(static_power_included_in="e_zzz") or r["constants"].pop("p_static"),
+     "static_power_included_in", "null"),
     (lambda r: r.update(static_power_included_in="e_synop"), "constants.p_static", "remove"),
     (lambda r: r.update(device="quantum"), "device", "event-driven"),
 ])
 def test_bad_profile_errors_name_file_key_and_fix(tmp_path, mutate, key, fix_word):
     path = _bad(tmp_path, mutate)
-    with pytest.raises(en.ProfileError) as e:
-        en.load_profile(path)
+    with pytest.raises(pr.ProfileError) as e:
+        pr.load_profile(path)
     assert str(path) in e.value.problem and key in e.value.problem
     assert e.value.fix and fix_word in e.value.fix
     assert isinstance(e.value, SpikeportError)
 
 
+def test_nan_and_inf_constants_are_refused_as_not_finite(tmp_path):
+    for value in (".nan", ".inf", "-.inf"):
+        path = tmp_path / "x.yaml"
+        path.write_text((pr.PROFILE_DIR / "loihi.yaml").read_text().replace(
+            "value: 23.6", f"value: {value}", 1))
+        with pytest.raises(pr.ProfileError, match="constants.e_synop.value: not a finite number"):
+            pr.load_profile(path)
+
+
+def test_a_profile_that_is_not_a_mapping(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("- just\n- a list\n")
+    with pytest.raises(pr.ProfileError, match="is not a mapping") as e:
+        pr.load_profile(p)
+    assert "shipped profile" in e.value.fix
+
+
 def test_bad_yaml(tmp_path):
     p = tmp_path / "x.yaml"
     p.write_text("name: [unclosed\n")
-    with pytest.raises(en.ProfileError, match="not valid YAML"):
-        en.load_profile(p)
+    with pytest.raises(pr.ProfileError, match="not valid YAML"):
+        pr.load_profile(p)
 
 
 # -------------------------------------------------------------------------------- energy
@@ -368,14 +396,14 @@ def test_energy_dense_device_and_memory():
 
 def test_profile_pricing_only_some_memory_levels_is_refused_on_loading(tmp_path):
     """Memory traffic is interpolated between the three levels: all of e_mem_* or none."""
-    src = yaml.safe_load((en.PROFILE_DIR / "ann-45nm.yaml").read_text())
-    assert en.load_profile("ann-45nm").prices_memory
-    assert not en.load_profile("loihi").prices_memory
+    src = yaml.safe_load((pr.PROFILE_DIR / "ann-45nm.yaml").read_text())
+    assert pr.load_profile("ann-45nm").prices_memory
+    assert not pr.load_profile("loihi").prices_memory
     del src["constants"]["e_mem_32kb"]
     path = tmp_path / "partial.yaml"
     path.write_text(yaml.safe_dump(src))
-    with pytest.raises(en.ProfileError, match="e_mem_32kb"):
-        en.load_profile(path)
+    with pytest.raises(pr.ProfileError, match="e_mem_32kb"):
+        pr.load_profile(path)
 
 
 def test_energy_spinnaker2_single_neuron_figure():
