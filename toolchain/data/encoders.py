@@ -1,7 +1,8 @@
 """Encoders: turn a static input x (B, ...) with values in [0, 1] into T steps (T, B, ...).
 
 Each encoder is a small frozen dataclass whose fields are its parameters; the registry maps
-a name to the class and the recipe's ``encoder`` section gives the field values. Random
+a name to the class, and checks the recipe's ``encoder`` section against the fields' types
+and ranges before it constructs the encoder. Random
 encoders draw from an explicit ``torch.Generator`` so that evaluation is repeatable.
 
 Equations (t = 0 ... T-1, x clipped to [0, 1]):
@@ -20,30 +21,24 @@ Equations (t = 0 ... T-1, x clipped to [0, 1]):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
-from spikeport.core.errors import ConfigError
 from spikeport.core.registry import Registry
 
-ENCODERS: Registry = Registry("encoder")
+ENCODERS: Registry = Registry("encoder", section="encoder")
 
-
-def _check_positive(name: str, field: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"encoder {name!r}: {field} must be > 0, got {value}",
-                          f"set encoder.{field} to a positive number")
+Positive = Annotated[float, Field(gt=0)]
 
 
 @ENCODERS.register("rate", "Bernoulli spike per step with probability gain*x")
 @dataclass(frozen=True)
 class RateEncoder:
-    gain: float = 1.0
+    gain: Positive = 1.0
     binary = True
-
-    def __post_init__(self):
-        _check_positive("rate", "gain", self.gain)
 
     def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
         p = (self.gain * x.clamp(0, 1)).clamp(0, 1)
@@ -54,7 +49,7 @@ class RateEncoder:
 @ENCODERS.register("latency", "one spike per input, earlier for larger x (time to first spike)")
 @dataclass(frozen=True)
 class LatencyEncoder:
-    threshold: float = 0.01
+    threshold: Annotated[float, Field(ge=0)] = 0.01
     binary = True
 
     def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
@@ -67,11 +62,8 @@ class LatencyEncoder:
 @ENCODERS.register("delta", "send-on-delta modulation: spike count codes x in steps of threshold")
 @dataclass(frozen=True)
 class DeltaEncoder:
-    threshold: float = 0.1
+    threshold: Positive = 0.1
     binary = True
-
-    def __post_init__(self):
-        _check_positive("delta", "threshold", self.threshold)
 
     def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
         x = x.clamp(0, 1)
@@ -87,7 +79,7 @@ class DeltaEncoder:
 @ENCODERS.register("direct", "analog current gain*x at every step (no spikes)")
 @dataclass(frozen=True)
 class DirectEncoder:
-    gain: float = 1.0
+    gain: Positive = 1.0
     binary = False
 
     def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
@@ -96,10 +88,5 @@ class DirectEncoder:
 
 
 def make_encoder(name: str, **params):
-    cls = ENCODERS.get(name)
-    allowed = {f.name for f in fields(cls)}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise ConfigError(f"encoder {name!r} has no parameter(s) {', '.join(unknown)}",
-                          f"use only: {', '.join(sorted(allowed)) or '(none)'}")
-    return cls(**params)
+    """The encoder ``name`` with its parameters checked (:class:`ConfigError` naming the key)."""
+    return ENCODERS.build(name, **params)

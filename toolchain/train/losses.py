@@ -19,15 +19,19 @@ size; lava-dl's ``SpikeMax`` sums instead). Registered losses:
 """
 from __future__ import annotations
 
-import inspect
+from functools import partial
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from spikeport.core.errors import ConfigError
 from spikeport.core.registry import Registry
 
-LOSSES: Registry = Registry("loss")
+# A loss's keyword parameters (after the spikes and the labels) are the recipe's loss options.
+LOSSES: Registry = Registry("loss", inputs=("spikes", "target"), section="loss")
+
+Rate = Annotated[float, Field(ge=0, le=1)]  # spikes per step
 
 
 def _clamp_min1_straight_through(n: torch.Tensor) -> torch.Tensor:
@@ -43,7 +47,8 @@ def spikemax(spikes: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @LOSSES.register("spikemax-window", "Spikemax over a causal sliding window of W steps")
-def spikemax_window(spikes: torch.Tensor, target: torch.Tensor, window: int = 8) -> torch.Tensor:
+def spikemax_window(spikes: torch.Tensor, target: torch.Tensor,
+                    window: Annotated[int, Field(ge=1)] = 8) -> torch.Tensor:
     T, B, C = spikes.shape
     csum = torch.cumsum(spikes, 0)
     shifted = torch.cat([torch.zeros_like(csum[:window]), csum[:-window]], 0)[:T]
@@ -59,8 +64,8 @@ def ce_count(spikes: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @LOSSES.register("mse-count", "MSE between counts and target counts T*rate")
-def mse_count(spikes: torch.Tensor, target: torch.Tensor, correct_rate: float = 0.8,
-              incorrect_rate: float = 0.2) -> torch.Tensor:
+def mse_count(spikes: torch.Tensor, target: torch.Tensor, correct_rate: Rate = 0.8,
+              incorrect_rate: Rate = 0.2) -> torch.Tensor:
     T, B, C = spikes.shape
     goal = torch.full((B, C), incorrect_rate * T, dtype=spikes.dtype)
     goal[torch.arange(B), target] = correct_rate * T
@@ -68,18 +73,7 @@ def mse_count(spikes: torch.Tensor, target: torch.Tensor, correct_rate: float = 
 
 
 def make_loss(name: str, **params):
-    """The loss ``name`` with its keyword parameters bound; validates the parameters."""
-    fn = LOSSES.get(name)
-    allowed = list(inspect.signature(fn).parameters)[2:]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ConfigError(f"loss {name!r} has no parameter(s) {', '.join(unknown)}",
-                          f"use only: {', '.join(allowed) or '(none)'}")
-    if name == "spikemax-window" and int(params.get("window", 8)) < 1:
-        raise ConfigError("loss 'spikemax-window': window must be >= 1", "set loss.window >= 1")
-
-    def loss(spikes, target):
-        return fn(spikes, target, **params)
-
+    """The loss ``name`` as ``loss(spikes, target)``, its parameters checked and bound."""
+    loss = partial(LOSSES.get(name), **LOSSES.check(name, params))
     loss.__name__ = name
     return loss
