@@ -11,69 +11,61 @@ map (a strided convolution) on hardware that has no pooling.
 from __future__ import annotations
 
 import math
+from typing import Annotated, Any, Literal, Sequence
 
 import torch
+from pydantic import AfterValidator, Field
 from torch import nn
 
-from spikeport.models.network import SpikingSequential
-from spikeport.models.neurons import make_neuron
 from spikeport.core.errors import ConfigError
 from spikeport.core.registry import Registry
+from spikeport.models.network import SpikingSequential
+from spikeport.models.neurons import Neurons, NeuronSection
 
-ARCHITECTURES: Registry = Registry("model architecture")
+# An architecture is built for a dataset's input shape and class count with one neuron kind
+# (``neurons``, from the model section's neuron keys); its keyword parameters are the rest
+# of the model section.
+ARCHITECTURES: Registry = Registry("model architecture",
+                                   inputs=("input_shape", "n_classes", "neurons"), section="model")
 
-NEURON_KEYS = ("neuron", "beta", "alpha", "threshold", "learn_decay", "surrogate",
-               "surrogate_slope")
+Sizes = Sequence[Annotated[int, Field(gt=0)]]
 
 
-def _neuron_kwargs(params: dict) -> dict:
-    return {k: params[k] for k in NEURON_KEYS if k in params and k != "neuron"}
+def _odd(k: int) -> int:
+    if k % 2 == 0:
+        raise ValueError("even kernel")  # worded by the field's description
+    return k
 
 
-def _layer_sizes(name: str, sizes) -> list[int]:
-    if not isinstance(sizes, (list, tuple)) or not all(isinstance(s, int) and s > 0
-                                                       for s in sizes):
-        raise ConfigError(f"model.{name} must be a list of positive integers, got {sizes!r}",
-                          f"write e.g. model.{name}: [128]")
-    return list(sizes)
+OddKernel = Annotated[int, Field(gt=0, description="a positive odd integer"), AfterValidator(_odd)]
 
 
 @ARCHITECTURES.register("mlp", "fully connected spiking network")
-def build_mlp(input_shape, n_classes, *, hidden=(128,), neuron="lif", bias=True,
-              loihi_aware=False, **neuron_params) -> SpikingSequential:
+def build_mlp(input_shape, n_classes, neurons: Neurons, *, hidden: Sizes = (128,),
+              bias: bool = True, loihi_aware: bool = False) -> SpikingSequential:
     """``loihi_aware``: train with the weights the Loihi export will write (models/loihi_aware.py)."""
     from spikeport.models.loihi_aware import LoihiQuantLinear
 
-    if not isinstance(loihi_aware, bool):
-        raise ConfigError(f"model.loihi_aware must be true or false, got {loihi_aware!r}",
-                          "write model.loihi_aware: true")
-    sizes = [math.prod(input_shape), *_layer_sizes("hidden", hidden), n_classes]
+    sizes = [math.prod(input_shape), *hidden, n_classes]
     layers: list[nn.Module] = [nn.Flatten()]
-    thr = float(neuron_params.get("threshold", 1.0))
+    thr = neurons.params.threshold
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         linear = (LoihiQuantLinear(n_in, n_out, bias=bias, threshold=thr) if loihi_aware
                   else nn.Linear(n_in, n_out, bias=bias))
-        layers += [linear, make_neuron(neuron, (n_out,), **neuron_params)]
+        layers += [linear, neurons((n_out,))]
     return SpikingSequential(layers, input_shape, n_classes)
 
 
-POOLS = ("avg", "sum", "none")
-
-
 @ARCHITECTURES.register("conv", "small convolutional spiking network")
-def build_conv(input_shape, n_classes, *, channels=(8, 16), kernel=3, pool="avg", dense=(),
-               neuron="lif", bias=True, **neuron_params) -> SpikingSequential:
+def build_conv(input_shape, n_classes, neurons: Neurons, *, channels: Sizes = (8, 16),
+               kernel: OddKernel = 3, pool: Literal["avg", "sum", "none"] = "avg",
+               dense: Sizes = (), bias: bool = True) -> SpikingSequential:
     if len(input_shape) != 3:
         raise ConfigError(f"model 'conv' needs image input (C, H, W), got shape {input_shape}",
                           "use model.arch: mlp for this dataset")
-    if pool not in POOLS:
-        raise ConfigError(f"unknown model.pool {pool!r}", "use one of: avg, sum, none")
-    if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
-        raise ConfigError(f"model.kernel must be a positive odd integer, got {kernel!r}",
-                          "set model.kernel: 3")
     c, h, w = input_shape
     layers: list[nn.Module] = []
-    for c_out in _layer_sizes("channels", channels):
+    for c_out in channels:
         layers.append(nn.Conv2d(c, c_out, kernel, padding=kernel // 2, bias=bias))
         if pool != "none":
             if h < 2 or w < 2:
@@ -82,12 +74,11 @@ def build_conv(input_shape, n_classes, *, channels=(8, 16), kernel=3, pool="avg"
             layers.append(nn.AvgPool2d(2) if pool == "avg" else SumPool2d(2))
             h, w = h // 2, w // 2
         c = c_out
-        layers.append(make_neuron(neuron, (c, h, w), **neuron_params))
+        layers.append(neurons((c, h, w)))
     layers.append(nn.Flatten())
-    sizes = [c * h * w, *_layer_sizes("dense", list(dense)), n_classes]
+    sizes = [c * h * w, *dense, n_classes]
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out, bias=bias),
-                   make_neuron(neuron, (n_out,), **neuron_params)]
+        layers += [nn.Linear(n_in, n_out, bias=bias), neurons((n_out,))]
     return SpikingSequential(layers, input_shape, n_classes)
 
 
@@ -102,15 +93,15 @@ class SumPool2d(nn.Module):
         return nn.functional.avg_pool2d(x, self.kernel_size) * (self.kernel_size ** 2)
 
 
-def build_model(arch: str, input_shape, n_classes, **params) -> SpikingSequential:
-    import inspect
+def check_model_params(arch: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A model section's keys (without ``arch``) checked: the architecture's own and the
+    neuron keys of :class:`NeuronSection`; defaults filled in."""
+    return ARCHITECTURES.check(arch, params, extend=NeuronSection)
 
-    builder = ARCHITECTURES.get(arch)
-    sig = inspect.signature(builder)
-    allowed = [p for p in sig.parameters if p not in ("input_shape", "n_classes",
-                                                       "neuron_params")] + list(NEURON_KEYS)
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ConfigError(f"model {arch!r} has no option(s) {', '.join(unknown)}",
-                          f"use only: {', '.join(sorted(set(allowed)))}")
-    return builder(tuple(input_shape), n_classes, **params)
+
+def build_model(arch: str, input_shape, n_classes, **params) -> SpikingSequential:
+    """The architecture ``arch`` for inputs of ``input_shape`` and ``n_classes`` outputs;
+    ``params`` are the model section's keys without ``arch``, checked."""
+    own = check_model_params(arch, params)
+    neurons = Neurons.pop_from(own)
+    return ARCHITECTURES.get(arch)(tuple(input_shape), n_classes, neurons, **own)

@@ -14,47 +14,110 @@ Per step (k), with x[k] the synaptic input (snntorch's update, SEMANTICS.md 2.2)
 
 With ``learn_decay`` the decays become trainable per-neuron parameters (snntorch clamps
 them to [0, 1] in its forward pass).
+
+Neuron kinds (:data:`NEURONS`) and surrogate gradients (:data:`SURROGATES`) are registries;
+every kind takes the same checked :class:`NeuronParams`, which a model section carries
+flat next to the architecture's own keys (:class:`NeuronSection`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated, Any
+
 import snntorch as snn
 import torch
+from pydantic import Field
 from snntorch import surrogate as sg
 
-from spikeport.core.errors import ConfigError
+from spikeport.core.registry import Params, Registry
 
-NEURONS = ("lif", "cuba")
-SURROGATES = {"atan": sg.atan, "fast_sigmoid": lambda slope: sg.fast_sigmoid(slope=slope)}
+Positive = Annotated[float, Field(gt=0)]
+Decay = Annotated[float, Field(ge=0, le=1)]
 
-
-def _decay(name: str, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"model.{name} must be in [0, 1], got {value}",
-                          f"set model.{name} to a decay factor such as 0.9")
-    return float(value)
+SURROGATES: Registry = Registry("surrogate")
 
 
-def make_neuron(kind: str, shape: tuple[int, ...], *, beta: float = 0.9, alpha: float = 0.8,
-                threshold: float = 1.0, learn_decay: bool = False,
-                surrogate: str = "atan", surrogate_slope: float = 2.0) -> snn.SpikingNeuron:
-    """A deployable snntorch neuron population of the given (non-batch) shape."""
-    if surrogate not in SURROGATES:
-        raise ConfigError(f"unknown surrogate {surrogate!r}",
-                          f"use one of: {', '.join(sorted(SURROGATES))}")
-    if not threshold > 0:
-        raise ConfigError(f"model.threshold must be > 0, got {threshold}",
-                          "set model.threshold to a positive number such as 1.0")
-    spike_grad = SURROGATES[surrogate](surrogate_slope)
-    common = dict(threshold=torch.full(shape, float(threshold)), spike_grad=spike_grad,
-                  reset_mechanism="zero", reset_delay=False)
-    b = torch.full(shape, _decay("beta", beta))
-    if kind == "lif":
-        return snn.Leaky(beta=b, learn_beta=learn_decay, **common)
-    if kind == "cuba":
-        a = torch.full(shape, _decay("alpha", alpha))
-        return snn.Synaptic(alpha=a, beta=b, learn_alpha=learn_decay, learn_beta=learn_decay,
-                            **common)
-    raise ConfigError(f"unknown neuron {kind!r}", f"use one of: {', '.join(NEURONS)}")
+@SURROGATES.register("atan", "arctangent surrogate gradient (snntorch atan, alpha = slope)")
+def atan(slope: Positive = 2.0):
+    return sg.atan(alpha=slope)
+
+
+@SURROGATES.register("fast_sigmoid", "fast-sigmoid surrogate gradient, 1 / (slope |x| + 1)^2")
+def fast_sigmoid(slope: Positive = 25.0):
+    return sg.fast_sigmoid(slope=slope)
+
+
+SurrogateName = SURROGATES.name_type()
+
+
+class NeuronParams(Params):
+    """The neuron keys of a model section, one set for every kind: ``alpha`` is the synaptic
+    current decay of ``cuba`` and unused by ``lif``, so that changing ``model.neuron``
+    alone keeps a recipe valid (and its resolved config the same shape)."""
+
+    beta: Decay = 0.9
+    alpha: Decay = 0.8
+    threshold: Positive = 1.0
+    learn_decay: bool = False
+    surrogate: SurrogateName = "atan"
+    surrogate_slope: Positive = 2.0
+
+
+# A neuron population is built for a (non-batch) shape; its parameters are NeuronParams.
+NEURONS: Registry = Registry("neuron", inputs=("shape",), section="model")
+NeuronName = NEURONS.name_type()
+
+
+def _common(shape: tuple[int, ...], p: NeuronParams) -> dict[str, Any]:
+    return dict(threshold=torch.full(shape, float(p.threshold)),
+                spike_grad=SURROGATES.build(p.surrogate, slope=p.surrogate_slope),
+                reset_mechanism="zero", reset_delay=False)
+
+
+@NEURONS.register("lif", "leaky integrate-and-fire (snntorch Leaky), reset to zero",
+                  params=NeuronParams)
+def lif(shape: tuple[int, ...], p: NeuronParams) -> snn.Leaky:
+    return snn.Leaky(beta=torch.full(shape, float(p.beta)), learn_beta=p.learn_decay,
+                     **_common(shape, p))
+
+
+@NEURONS.register("cuba", "current-based LIF (snntorch Synaptic), reset to zero",
+                  params=NeuronParams)
+def cuba(shape: tuple[int, ...], p: NeuronParams) -> snn.Synaptic:
+    return snn.Synaptic(alpha=torch.full(shape, float(p.alpha)),
+                        beta=torch.full(shape, float(p.beta)), learn_alpha=p.learn_decay,
+                        learn_beta=p.learn_decay, **_common(shape, p))
+
+
+def make_neuron(kind: str, shape: tuple[int, ...], **params) -> snn.SpikingNeuron:
+    """A deployable snntorch neuron population of the given (non-batch) shape; ``params``
+    are the fields of :class:`NeuronParams`, checked."""
+    return NEURONS.build(kind, tuple(shape), **params)
+
+
+class NeuronSection(NeuronParams):
+    """The neuron keys of a model section including the choice of neuron, which every
+    architecture accepts besides its own parameters."""
+
+    neuron: NeuronName = "lif"
+
+
+@dataclass(frozen=True)
+class Neurons:
+    """One neuron kind with checked parameters: ``neurons(shape)`` builds a population."""
+
+    kind: str
+    params: NeuronParams
+
+    @classmethod
+    def pop_from(cls, checked: dict[str, Any]) -> "Neurons":
+        """Take the :class:`NeuronSection` keys out of a checked model section."""
+        kind = checked.pop("neuron")
+        values = {k: checked.pop(k) for k in NeuronParams.model_fields}
+        return cls(kind, NeuronParams(**values))
+
+    def __call__(self, shape: tuple[int, ...]) -> snn.SpikingNeuron:
+        return NEURONS.get(self.kind)(tuple(shape), self.params)
 
 
 def is_deployable(neuron: snn.SpikingNeuron) -> list[str]:

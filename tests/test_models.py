@@ -110,3 +110,41 @@ def test_record_works_on_a_users_plain_snntorch_model():
     with record(net) as rec:
         out = net(torch.ones(5, 2, 4))
     assert torch.equal(rec["lif"], out)
+
+
+def test_neuron_and_model_parameters_are_checked_with_their_key_path():
+    import pytest
+
+    from spikeport.core.errors import ConfigError, UnknownNameError
+    from spikeport.models.neurons import SURROGATES
+
+    cases = [
+        (dict(beta=1.5), r"model.beta must be in \[0, 1\], got 1.5"),
+        (dict(threshold=0), "model.threshold must be a positive number, got 0"),
+        (dict(surrogate="sigmoid"), "model.surrogate: unknown surrogate 'sigmoid'"),
+        (dict(neuron="izhikevich"), "model.neuron: unknown neuron 'izhikevich'"),
+        (dict(hiden=[3]), "unknown key model.hiden -- fix: did you mean model.hidden?"),
+        (dict(hidden=[8, 0]), r"model.hidden must be a list of positive integers, got \[8, 0\]"),
+        (dict(loihi_aware="yes"), "model.loihi_aware must be true or false, got 'yes'"),
+    ]
+    for params, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            build_model("mlp", (1, 8, 8), 10, **params)
+    with pytest.raises(ConfigError, match="model.kernel must be a positive odd integer, got 4"):
+        build_model("conv", (1, 8, 8), 10, kernel=4)
+    with pytest.raises(ConfigError, match="model.pool must be avg, sum or none, got 'max'"):
+        build_model("conv", (1, 8, 8), 10, pool="max")
+    with pytest.raises(UnknownNameError, match="unknown model architecture 'rnn'.*conv, mlp"):
+        build_model("rnn", (1, 8, 8), 10)
+    with pytest.raises(ConfigError, match="neuron 'lif': model.alpha must be in"):
+        make_neuron("lif", (3,), alpha=-0.1)
+    assert SURROGATES.names() == ["atan", "fast_sigmoid"]
+
+
+def test_every_neuron_kind_takes_the_same_parameters():
+    # alpha is cuba's; a lif accepts it so that switching model.neuron alone stays valid
+    a = build_model("mlp", (4,), 2, hidden=[3], neuron="lif", alpha=0.5)
+    b = build_model("mlp", (4,), 2, hidden=[3], neuron="cuba", alpha=0.5, surrogate="fast_sigmoid",
+                    surrogate_slope=10.0, learn_decay=True)
+    assert isinstance(a.layers[2], snn.Leaky) and isinstance(b.layers[2], snn.Synaptic)
+    assert torch.all(b.layers[2].alpha == 0.5) and isinstance(b.layers[2].beta, torch.nn.Parameter)

@@ -57,12 +57,9 @@ def build_components(cfg: RunConfig) -> Components:
 
 
 def _optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
-    o = cfg.optimizer
-    if o["name"] == "sgd":
-        return torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"],
-                               weight_decay=o["weight_decay"])
-    cls = torch.optim.AdamW if o["name"] == "adamw" else torch.optim.Adam
-    return cls(params, lr=o["lr"], weight_decay=o["weight_decay"])
+    from spikeport.train.optimizers import make_optimizer
+
+    return make_optimizer(cfg.optimizer["name"], params, **cfg.params("optimizer"))
 
 
 def fit(c: Components, progress: bool = True) -> list[dict]:
