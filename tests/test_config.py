@@ -67,3 +67,66 @@ def test_unknown_recipe_and_optimizer():
 def test_malformed_overrides(override, message):
     with pytest.raises(ConfigError, match=message):
         load_recipe("digits", [override])
+
+
+def _bad_recipe(tmp_path, **sections):
+    base = {"name": "x", "time_steps": 4, "dataset": "{name: digits}", "encoder": "{name: rate}",
+            "model": "{arch: mlp}", "loss": "{name: spikemax}"}
+    base.update(sections)
+    p = tmp_path / "bad.yaml"
+    p.write_text("".join(f"{k}: {v}\n" for k, v in base.items()))
+    return p
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"time_steps": "'16'"}, "time_steps must be a positive integer, got '16'"),
+    ({"train": "{batch_size: '32'}"}, "train.batch_size must be a positive integer, got '32'"),
+    ({"train": "{seed: true}"}, "train.seed must be an integer, got True"),
+    ({"dataset": "{name: digits, test_fraction: lots}"},
+     "dataset 'digits': dataset.test_fraction must be in (0, 1), got 'lots'"),
+    ({"encoder": "{name: rate, gain: -1}"}, "encoder 'rate': encoder.gain must be a positive number"),
+    ({"model": "{arch: mlp, hidden: [-16]}"}, "model.hidden must be a list of positive integers"),
+    ({"model": "{arch: mlp, beta: high}"}, "model.beta must be in [0, 1], got 'high'"),
+    ({"loss": "{name: spikemax-window, window: 0}"}, "loss.window must be a positive integer"),
+    ({"optimizer": "{name: sgd, momentum: -0.5}"}, "optimizer.momentum must be a number >= 0"),
+    ({"optimizer": "{lr: 1e-3}"}, "YAML reads 1e-3 as text; write 0.001"),
+    ({"model": "{hidden: [8]}"}, "model.arch: missing or not a string"),
+])
+def test_a_wrong_value_anywhere_is_one_line_naming_the_file_and_key(tmp_path, sections, message):
+    p = _bad_recipe(tmp_path, **sections)
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(p))
+    text = str(e.value)
+    assert text.startswith(f"{p}: ") and " -- fix: " in text and "\n" not in text, text
+    assert message in text, text
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=abc", "with train.epochs=abc: train.epochs must be a positive integer, got 'abc'"),
+    ("model.threshold=[1]", "model.threshold must be a positive number, got [1]"),
+    ("dataset.size=3", "dataset 'digits': unknown key dataset.size -- fix: use only: split_seed,"),
+    ("train.epoch=3", "unknown key train.epoch -- fix: did you mean train.epochs?"),
+])
+def test_set_with_a_bad_value_names_the_override(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_recipe("digits", [override])
+    assert message in str(e.value) and "digits.yaml" in str(e.value)
+
+
+def test_resolved_sections_keep_what_was_written_and_complete_optimizer_and_train():
+    cfg = load_recipe("digits", ["optimizer={name: sgd}"])
+    assert list(cfg.optimizer.items()) == [("name", "sgd"), ("lr", 0.001), ("weight_decay", 0.0),
+                                           ("momentum", 0.9)]
+    assert list(cfg.train) == ["epochs", "batch_size", "seed", "eval_batch_size"]
+    assert cfg.encoder == {"name": "delta", "threshold": 0.06}  # no defaults added
+    assert load_recipe("digits", ["optimizer.lr=1"]).optimizer["lr"] == 1  # as written
+
+
+def test_a_run_config_reads_back_from_its_yaml(tmp_path):
+    from spikeport.train.recipes import load_run_config
+
+    cfg = load_recipe("mnist-5k")
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    again = load_run_config(tmp_path)
+    assert again == cfg and again.to_yaml() == cfg.to_yaml()
+    assert again.params("model", "arch")["channels"] == [16, 32]

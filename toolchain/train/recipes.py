@@ -2,10 +2,14 @@
 
 A recipe is either a built-in name (``models/recipes/NAME.yaml``) or a path to a YAML file.
 Command-line overrides are applied on top as dotted keys (``train.epochs=5``). The result is
-validated into a :class:`RunConfig` whose sections are plain dicts with a ``name`` (or
-``arch``) and that component's parameters; the components validate their own parameters
-when they are built. ``config.yaml`` in a run directory is the resolved config, so a run can
-be rebuilt from its directory alone.
+parsed into a :class:`RunConfig` (a pydantic model): its layout is checked here, and each
+section's keys by the registry of the component it names (dataset, encoder, model
+architecture and neuron, loss, optimiser), so a wrong key, a string where a number belongs
+or an out-of-range value is one line naming the recipe, the key path and the fix before
+anything is built. Sections stay plain dicts with a ``name`` (or ``arch``) and that
+component's parameters as written; ``optimizer`` and ``train`` are completed with their
+defaults. ``config.yaml`` in a run directory is the resolved config, so a run can be rebuilt
+from its directory alone.
 
 Layout::
 
@@ -20,37 +24,95 @@ Layout::
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Callable
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import spikeport.models as _models_pkg
 
-from spikeport.core.errors import ConfigError, UnknownNameError
+from spikeport.core.errors import ConfigError, SpikeportError
+from spikeport.core.registry import Invalid, Params, Registry, defaults_of, explain, parse_as
+from spikeport.data.datasets import DATASETS
+from spikeport.data.encoders import ENCODERS
+from spikeport.models.architectures import check_model_params
+from spikeport.train.losses import LOSSES
+from spikeport.train.optimizers import OPTIMIZERS
 
 RECIPE_DIR = Path(_models_pkg.__file__).resolve().parent / "recipes"  # models/recipes/*.yaml
+RECIPES: Registry[Path] = Registry.of_files("recipe", RECIPE_DIR, or_else="a path to a .yaml file")
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-TRAIN_DEFAULTS = {"epochs": 10, "batch_size": 64, "seed": 0, "eval_batch_size": 256}
-OPTIMIZER_DEFAULTS = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.9}
+PositiveInt = Annotated[int, Field(gt=0)]
 
 
-@dataclass
-class RunConfig:
-    name: str
-    time_steps: int
-    dataset: dict[str, Any]
-    encoder: dict[str, Any]
-    model: dict[str, Any]
-    loss: dict[str, Any]
-    optimizer: dict[str, Any] = field(default_factory=lambda: dict(OPTIMIZER_DEFAULTS))
-    train: dict[str, Any] = field(default_factory=lambda: dict(TRAIN_DEFAULTS))
+class TrainParams(Params):
+    """The ``train`` section."""
+
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    seed: int = 0
+    eval_batch_size: PositiveInt = 256
+
+
+TRAIN_DEFAULTS = defaults_of(TrainParams)
+OPTIMIZER_DEFAULTS = {"name": "adam", **OPTIMIZERS.defaults("adam")}
+
+# section -> (the key naming its component, the check of the section's other keys)
+COMPONENTS: dict[str, tuple[str, Callable[[str, dict], dict]]] = {
+    "dataset": ("name", DATASETS.check),
+    "encoder": ("name", ENCODERS.check),
+    "model": ("arch", check_model_params),
+    "loss": ("name", LOSSES.check),
+    "optimizer": ("name", OPTIMIZERS.check),
+}
+
+
+def _section(example: dict, **kw) -> Any:
+    return Field(examples=[example], **kw)
+
+
+class RunConfig(BaseModel):
+    """A checked, resolved run configuration; every section is a plain dict."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: str = Field(examples=["digits"])
+    time_steps: PositiveInt = Field(examples=[16])
+    dataset: dict[str, Any] = _section({"name": "digits"}, title="section 'dataset'")
+    encoder: dict[str, Any] = _section({"name": "rate"}, title="section 'encoder'")
+    model: dict[str, Any] = _section({"arch": "mlp", "hidden": [128]}, title="section 'model'")
+    loss: dict[str, Any] = _section({"name": "spikemax"}, title="section 'loss'")
+    optimizer: dict[str, Any] = _section({"name": "adam", "lr": 0.001}, default_factory=dict,
+                                         title="section 'optimizer'")
+    train: dict[str, Any] = _section({"epochs": 10}, default_factory=dict,
+                                     title="section 'train'")
+
+    @field_validator(*COMPONENTS)
+    @classmethod
+    def _names_its_component(cls, section: dict, info) -> dict:
+        key = COMPONENTS[info.field_name][0]
+        if info.field_name == "optimizer" and key not in section:
+            return section  # adam
+        if not isinstance(section.get(key), str):
+            raise Invalid("missing or not a string", f"name the {info.field_name}, e.g. "
+                          f"{info.field_name}: {{{key}: ...}}", key=key)
+        return section
+
+    @model_validator(mode="after")
+    def _check_sections(self) -> "RunConfig":
+        """Each section's keys checked by its component (errors propagate as they are:
+        ConfigError and UnknownNameError); optimizer and train completed with defaults."""
+        name = self.optimizer.get("name", "adam")
+        self.optimizer = {"name": name, **OPTIMIZERS.defaults(name), **self.params("optimizer")}
+        for section, (key, check) in COMPONENTS.items():
+            check(getattr(self, section)[key], self.params(section, key))
+        self.train = {**TRAIN_DEFAULTS, **self.train}
+        parse_as(TrainParams, self.train, section="train")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -60,8 +122,20 @@ class RunConfig:
         return {k: v for k, v in getattr(self, section).items() if k != key}
 
 
+def parse_recipe(data: Any, source: str = "recipe") -> RunConfig:
+    """A recipe's mapping as a :class:`RunConfig`, or its first problem as one line
+    ``<source>: <problem> -- fix: ...`` (the error class of the check that found it)."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        error, (problem, fix) = ConfigError, explain(RunConfig, e, data, top="section")
+    except SpikeportError as e:  # raised by a component's check of its section
+        error, problem, fix = type(e), e.problem, e.fix
+    raise error(f"{source}: {problem}", fix)
+
+
 def recipe_names() -> list[str]:
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+    return RECIPES.names()
 
 
 def recipe_path(recipe: str) -> Path:
@@ -71,11 +145,7 @@ def recipe_path(recipe: str) -> Path:
         if not path.is_file():
             raise ConfigError(f"recipe file not found: {path}", "check the path to the YAML file")
         return path
-    builtin = RECIPE_DIR / f"{recipe}.yaml"
-    if not builtin.is_file():
-        raise UnknownNameError(f"unknown recipe {recipe!r}",
-                               f"use one of: {', '.join(recipe_names())}, or a path to a .yaml file")
-    return builtin
+    return RECIPES.get(recipe)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -120,79 +190,16 @@ def apply_override(data: dict, parts: list[str], value: Any) -> None:
     node[parts[-1]] = value
 
 
-SECTIONS = {"dataset": "name", "encoder": "name", "model": "arch", "loss": "name",
-            "optimizer": "name", "train": None}
-
-
-def validate(data: dict, source: str = "recipe") -> RunConfig:
-    data = copy.deepcopy(data)
-    allowed = {"name", "time_steps", *SECTIONS}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)}",
-                          f"use only: {', '.join(sorted(allowed))}")
-    for key in ("name", "time_steps", "dataset", "encoder", "model", "loss"):
-        if key not in data:
-            raise ConfigError(f"{source}: missing '{key}'", "see docs/cli.md for the recipe layout")
-    if not isinstance(data["name"], str):
-        raise ConfigError(f"{source}: name must be a string", "write e.g. name: digits")
-    T = data["time_steps"]
-    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
-        raise ConfigError(f"{source}: time_steps must be a positive integer, got {T!r}",
-                          "write e.g. time_steps: 16")
-    data.setdefault("optimizer", {})
-    data.setdefault("train", {})
-    for section, selector in SECTIONS.items():
-        value = data[section]
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: section '{section}' must be a mapping, got {value!r}",
-                              f"write e.g. {section}: {{{selector or 'epochs'}: ...}}")
-        if selector and section != "optimizer" and not isinstance(value.get(selector), str):
-            raise ConfigError(f"{source}: {section}.{selector} is missing or not a string",
-                              f"name the {section}, e.g. {section}: {{{selector}: ...}}")
-    opt = {**OPTIMIZER_DEFAULTS, **data["optimizer"]}
-    if opt["name"] not in OPTIMIZERS:
-        raise UnknownNameError(f"unknown optimizer {opt['name']!r}",
-                               f"use one of: {', '.join(OPTIMIZERS)}")
-    _check_keys(source, "optimizer", opt, OPTIMIZER_DEFAULTS)
-    _check_number(source, "optimizer.lr", opt["lr"], positive=True)
-    _check_number(source, "optimizer.weight_decay", opt["weight_decay"])
-    data["optimizer"] = opt
-    train = {**TRAIN_DEFAULTS, **data["train"]}
-    _check_keys(source, "train", train, TRAIN_DEFAULTS)
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        v = train[key]
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"{source}: train.{key} must be a positive integer, got {v!r}",
-                              f"set train.{key} to e.g. {TRAIN_DEFAULTS[key]}")
-    if not isinstance(train["seed"], int) or isinstance(train["seed"], bool):
-        raise ConfigError(f"{source}: train.seed must be an integer", "write e.g. train.seed: 0")
-    data["train"] = train
-    return RunConfig(**data)
-
-
-def _check_keys(source, section, values, defaults):
-    unknown = sorted(set(values) - set(defaults))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {section}.{', '.join(unknown)}",
-                          f"use only: {', '.join(sorted(defaults))}")
-
-
-def _check_number(source, key, v, positive=False):
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or (positive and v <= 0) or v < 0:
-        raise ConfigError(f"{source}: {key} must be a {'positive ' if positive else ''}number, "
-                          f"got {v!r}", f"set {key} to a number such as 0.001")
-
-
 def load_recipe(recipe: str, overrides: list[str] = ()) -> RunConfig:
     path = recipe_path(recipe)
     data = _read_yaml(path)
     for text in overrides:
         parts, value = parse_override(text)
         apply_override(data, parts, value)
-    return validate(data, source=str(path))
+    source = f"{path} with {', '.join(overrides)}" if overrides else str(path)
+    return parse_recipe(data, source)
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.yaml"
-    return validate(_read_yaml(path), source=str(path))
+    return parse_recipe(_read_yaml(path), source=str(path))
