@@ -323,9 +323,12 @@ def _field_at(schema: Any, loc: tuple) -> tuple[Any, FieldInfo | None, tuple]:
 
 def _value_at(data: Any, loc: tuple, fallback: Any) -> Any:
     for part in loc:
-        if not isinstance(data, dict) or part not in data:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
             return fallback
-        data = data[part]
     return data
 
 
