@@ -1,0 +1,128 @@
+"""The result of ``spikeport estimate``: :class:`EstimateResult`, its JSON and its table.
+
+The JSON is documented field by field in docs/energy.md ("The estimate JSON").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+# fields left out of the JSON when None
+_OPTIONAL = ("pipeline_latency_steps", "plots")
+
+
+@dataclass
+class EstimateResult:
+    """Spikes, usage, synaptic operations, cutoff latency and energy of one target, per sample
+    (mean over the evaluated samples; every count integrated up to each sample's exit step).
+
+    - ``target``, ``inputs`` (where the samples came from), ``samples``, ``T`` (steps run).
+    - ``spikes_per_sample``: spikes of all spiking layers; ``hidden_usage``: mean fraction of
+      hidden neurons that spike at least once (None without hidden layers);
+      ``synops_per_sample``: effective synaptic operations; ``memory_bytes_per_sample``: the
+      Lemaire memory traffic (:mod:`~spikeport.estimate.memory`).
+    - ``energy``: per energy profile, the result of :func:`~spikeport.estimate.energy.energy`;
+      ``energy_profile`` names the first (the one asked for, else the target's first), whose
+      total is ``energy_per_sample_j``.
+    - ``cutoff``: the anytime-exit summary (method, mean / median / p95 steps, accuracy at the
+      cutoff and at T, speedup, forced fraction, oracle OCT, histogram, and the full ``report``
+      of :func:`~spikeport.estimate.cutoff.cutoff_report`); None without labels.
+    - ``counts``: the per-sample counts the energy model was given (ENERGY.md 1).
+    - ``metrics``: everything :meth:`MetricsAccumulator.summary
+      <spikeport.estimate.metrics.MetricsAccumulator.summary>` reports (per layer, per
+      connection, per population, memory); in the file, not in the CLI's ``--json``.
+    - ``pipeline_latency_steps``: steps an input spike takes through the deployed pipeline
+      (the ``lava`` target only; absent from the JSON otherwise).
+    - ``plots``: PNG files written for this result (absent from the JSON until set).
+    - ``first_sample``: the spikes (T, ...) of every spiking layer for the first sample, for
+      the raster plot; never in the JSON.
+    """
+    target: str
+    inputs: str
+    samples: int
+    T: int
+    spikes_per_sample: float
+    hidden_usage: float | None
+    synops_per_sample: float
+    memory_bytes_per_sample: float
+    energy_per_sample_j: float
+    energy_profile: str
+    energy: dict[str, dict]
+    cutoff: dict | None
+    counts: dict
+    metrics: dict = field(repr=False)
+    pipeline_latency_steps: int | None = None
+    plots: list[str] | None = None
+    first_sample: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    def as_dict(self) -> dict:
+        """The whole report, as written to ``RUN/estimate-TARGET.json``: every field but
+        ``first_sample``; ``pipeline_latency_steps`` and ``plots`` only when set."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "first_sample"
+                and not (f.name in _OPTIONAL and getattr(self, f.name) is None)}
+
+    def to_json(self) -> dict:
+        """What ``spikeport estimate --json`` prints: :meth:`as_dict` without ``metrics``."""
+        out = self.as_dict()
+        del out["metrics"]
+        return out
+
+    def table(self) -> str:
+        """The human-readable report ``spikeport estimate`` prints."""
+        header = [f"target {self.target}  inputs {self.inputs}  T = {self.T}", ""]
+        return "\n".join(header + _population_lines(self.metrics) + _summary_lines(self)
+                         + _energy_lines(self))
+
+
+def _population_lines(m: dict) -> list[str]:
+    lines = [f"{'population':<18} {'neurons':>8} {'spikes/sample':>14} {'rate':>8} {'usage':>7}"]
+    for name, L in m["layers"].items():
+        lines.append(f"{name:<18} {L['neurons']:>8} {L['spikes_per_sample']['mean']:>14.1f} "
+                     f"{L['firing_rate']:>8.4f} {L['usage']['mean']:>7.3f}"
+                     f"{'' if L['hidden'] else '  (output)'}")
+    lines += ["", f"{'connection':<18} {'kind':>5} {'synops/sample':>14} {'per synapse':>12} {'ANN MACs':>10}"]
+    for name, c in m["synops"].items():
+        per = c["effective_per_synapse"]
+        lines.append(f"{name:<18} {c['kind']:>5} {c['effective_per_sample']:>14.1f} "
+                     f"{'-' if per is None else f'{per:.2f}':>12} {c['ann_macs']:>10}")
+    return lines
+
+
+def _summary_lines(r: EstimateResult) -> list[str]:
+    m, tot, c = r.metrics, r.metrics["synops_total"], r.cutoff
+    usage = "n/a" if r.hidden_usage is None else f"{r.hidden_usage:.3f}"
+    lines = ["", f"spikes per sample       {r.spikes_per_sample:.1f}",
+             f"hidden-neuron usage     {usage} (mean fraction of hidden neurons spiking)",
+             f"synaptic ops / sample   {tot['effective']:.1f} (AC {tot['ac']:.1f}, MAC {tot['mac']:.1f}); "
+             f"dense SNN {tot['dense_snn']:.0f}; one dense ANN pass {tot['ann_macs']} MACs",
+             f"activation sparsity     {m['activation_sparsity']['all']:.4f}"]
+    if c:
+        lines += [f"cutoff ({c['method']}){' ' * max(1, 16 - len(c['method']))}mean {c['mean_steps']:.2f} / "
+                  f"median {c['median_steps']:.0f} / p95 {c['p95_steps']:.1f} of {c['T']} steps "
+                  f"({c['speedup']:.2f}x fewer), forced {c['fraction_forced']:.3f}",
+                  f"accuracy                {c['accuracy']:.4f} at cutoff, {c['full_accuracy']:.4f} at T; "
+                  f"oracle OCT {c['mean_oct']:.2f} steps"]
+    if r.pipeline_latency_steps is not None:
+        lines.append(f"pipeline latency        {r.pipeline_latency_steps} steps (Lava; add to every exit)")
+    return lines
+
+
+def _energy_lines(r: EstimateResult) -> list[str]:
+    lines = []
+    for name, e in r.energy.items():
+        terms = ", ".join(f"{k} {v:.3g}" for k, v in e["terms_J"].items() if v is not None)
+        lines.append(f"energy [{name}]{' ' * max(1, 14 - len(name))}{e['total_J']:.4g} J per sample "
+                     f"({terms}); constants: {', '.join(e['markers_used'])}")
+    naive = next(iter(r.energy.values()))["naive"]
+    lines.append(f"naive #AC x 0.9 pJ + #MAC x 4.6 pJ (comparison only): {naive['J']:.4g} J")
+    if naive.get("ann_dense_J") is not None:
+        mem = naive.get("ann_dense_with_memory_J")
+        lines.append(f"one dense ANN pass, 45 nm fp32 (comparison only): {naive['ann_dense_J']:.4g} J "
+                     "MACs" + ("" if mem is None else f", {mem:.4g} J with Lemaire memory traffic"))
+    mem = r.metrics.get("memory")
+    if mem:
+        lines.append(f"memory traffic          {mem['bytes_per_sample'] / 1024:.1f} KiB per sample "
+                     f"(Lemaire model; priced by profiles with e_mem_*, e.g. --profile ann-45nm)")
+    return lines
