@@ -199,3 +199,17 @@ def test_an_entry_of_a_mapping_of_models_is_named_by_its_path():
     with pytest.raises(ConfigError) as e:
         parse_as(Profile, {"name": "x", "constants": {"e": 5}}, where="p.yaml")
     assert one_line(e.value).startswith("p.yaml: constants.e must be a mapping, got 5")
+
+
+def test_restricted_keys_and_non_empty_strings_are_worded():
+    class Costs(Params):
+        constants: dict[Literal["e_synop", "p_static"], Annotated[str, Field(min_length=1)]]
+
+    for data, message in [
+        ({"constants": {"e_synap": "x"}}, "unknown key constants.e_synap -- fix: use e_synop or "
+                                          "p_static"),
+        ({"constants": {"e_synop": ""}}, "constants.e_synop must be a non-empty string, got ''"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            parse_as(Costs, data)
+        assert one_line(e.value).startswith(message)

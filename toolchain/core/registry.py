@@ -277,6 +277,10 @@ def explain(schema: type[BaseModel], err: ValidationError, data: Any, *,
                 f"{hint}use only: {', '.join(allowed)}" if allowed else
                 "remove it: nothing is accepted here")
     e = errors[0]
+    if e["loc"] and e["loc"][-1] == "[key]":  # a key of a mapping with a restricted key type
+        key_type = typing.get_args(_strip(_field_at(schema, tuple(e["loc"][:-2]))[0])[0])[0]
+        return (f"unknown key {_dotted(section, tuple(e['loc'][:-1]))}",
+                f"use {describe(key_type)}")
     tp, info, loc = _field_at(schema, tuple(e["loc"]))
     path = _dotted(section, loc)
     label = (info.title if info is not None and info.title else path) or "the file"
@@ -299,9 +303,9 @@ def explain(schema: type[BaseModel], err: ValidationError, data: Any, *,
 
 
 def _field_at(schema: Any, loc: tuple) -> tuple[Any, FieldInfo | None, tuple]:
-    """Walk ``loc`` through models and TypedDicts, and into the values of mappings and lists
-    of them, as far as it names fields: (annotation reached, its FieldInfo, the part of
-    ``loc`` walked). A list of plain values is not entered, so a bad item reports the list."""
+    """Walk ``loc`` through models and TypedDicts, the values of mappings and the items of
+    lists of models, as far as it can: (annotation reached, its FieldInfo, the part of
+    ``loc`` walked). A list of plain values is not entered: a bad item reports the list."""
     tp, info, walked = schema, None, ()
     for part in loc:
         fields = _fields(tp)
@@ -312,11 +316,11 @@ def _field_at(schema: Any, loc: tuple) -> tuple[Any, FieldInfo | None, tuple]:
             tp = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
         else:
             bare = _strip(tp)[0]
-            args = typing.get_args(bare)
-            if typing.get_origin(bare) not in (dict, list, abc.Mapping, abc.Sequence) or \
-                    not args or _fields(args[-1]) is None:
+            origin, args = typing.get_origin(bare), typing.get_args(bare)
+            mapping = origin in (dict, abc.Mapping)
+            if not args or not (mapping or origin in (list, abc.Sequence) and _fields(args[-1])):
                 break
-            tp, info = args[-1], None  # the value type of dict[str, Model] or list[Model]
+            tp, info = args[-1], None  # the value type of a mapping or of a list of models
         walked = (*walked, part)
     return tp, info, walked
 
@@ -361,8 +365,8 @@ def _strip(tp: Any) -> tuple[Any, list, str | None]:
 
 
 def describe(tp: Any, plural: bool = False) -> str:
-    """What a value of annotation ``tp`` must be, in words: "a positive integer", "in
-    [0, 1]" (as "a number in [0, 1]"), "one of: avg, sum", "a list of positive integers"."""
+    """What a value of annotation ``tp`` must be, in words: "a positive integer", "a number
+    in [0, 1]", "avg or sum", "a non-empty string", "a list of positive integers"."""
     tp, constraints, description = _strip(tp)
     if description:
         return description
@@ -377,14 +381,17 @@ def describe(tp: Any, plural: bool = False) -> str:
         return "true or false"
     if tp in (int, float):
         return _number(tp, constraints, plural)
+    non_empty = any(isinstance(c, at.MinLen) and c.min_length > 0 for c in constraints)
     if origin in (list, tuple, abc.Sequence) or tp in (list, tuple):
         item = describe(args[0], plural=True) if args else "values"
-        return ("lists" if plural else "a list") + f" of {item}"
+        noun = ("non-empty " if non_empty else "") + ("lists" if plural else "list")
+        return (noun if plural else f"a {noun}") + f" of {item}"
     if origin in (dict, abc.Mapping) or tp in (dict, abc.Mapping) or _fields(tp) is not None:
         return "mappings" if plural else "a mapping"
     names = {str: "string", Path: "path"}
     if tp in names:
-        return names[tp] + "s" if plural else f"a {names[tp]}"
+        noun = ("non-empty " if non_empty else "") + names[tp]
+        return noun + "s" if plural else f"a {noun}"
     return "values" if tp is Any else f"a {getattr(tp, '__name__', tp)}"
 
 
