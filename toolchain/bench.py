@@ -97,21 +97,18 @@ def _estimator_sides(run_dir, target: str, samples: int | None) -> dict:
     """The four things :func:`bench_estimator` times, as closures over one run's inputs:
     plain inference, inference with the metrics, inference reading every array once, and
     the metrics alone over recordings made here."""
-    from spikeport.ir.program import build_program
-    from spikeport.estimate.counting import MetricsAccumulator
+    from spikeport.estimate import MetricsAccumulator
     from spikeport.exporters.targets import run_in_batches
 
     graph, _ = artifacts.export_run_graph(run_dir, write=False)
     x = artifacts.run_inputs(run_dir, samples).x
     tg = get_target(target)
     art = tg.compile(graph, {})
-    program = build_program(tg.counted_graph(art, graph))
-    binary = bool(np.all((x == 0) | (x == 1)))
     starts = range(0, x.shape[1], 128)
     counting = tg.counting_run()
 
     def accumulator():
-        return MetricsAccumulator(program, binary, tg.counting.matmul, tg.counting.binary_spikes)
+        return MetricsAccumulator.for_target(tg, art, graph, x)
 
     def plain():
         for s in starts:

@@ -72,7 +72,7 @@ PROFILES_BEGIN = "<!-- BEGIN GENERATED: energy profiles (python -m spikeport.cat
 
 def profiles_table() -> str:
     """Every constant of every shipped energy profile with its marker and source."""
-    from spikeport.estimate.energy import list_profiles, load_profile
+    from spikeport.estimate.profiles import list_profiles, load_profile
 
     lines = [PROFILES_BEGIN, ""]
     for name in list_profiles():

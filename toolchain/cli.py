@@ -236,24 +236,19 @@ def estimate_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Spikes, hidden-neuron usage, synaptic ops, anytime-cutoff latency and energy on a target."""
-    from spikeport.estimate.pipeline import estimate as run_estimate, format_table
+    from spikeport.estimate.pipeline import estimate
 
     (name,) = _targets_option(target)
     if samples is not None and samples < 1:
         raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
-    result = run_estimate(run_or_graph, name, profile=profile, cutoff=cutoff, epsilon=epsilon,
-                          samples=samples, input_file=input_file,
-                          allow_approximation=allow_approximation)
-    first = result.pop("_first_sample")
-    if plots is not None:
-        from spikeport.estimate.plots import write_plots
-
-        result["plots"] = [str(p) for p in write_plots(result, first, plots)]
+    result = estimate(run_or_graph, name, profile=profile, cutoff=cutoff, epsilon=epsilon,
+                      samples=samples, input_file=input_file,
+                      allow_approximation=allow_approximation, plots=plots)
     if as_json:
-        _print_json({k: v for k, v in result.items() if k != "metrics"})
+        _print_json(result.to_json())
     else:
-        typer.echo(format_table(result))
-        for p in result.get("plots", []):
+        typer.echo(result.table())
+        for p in result.plots or []:
             typer.echo(f"plot: {p}")
 
 

@@ -330,13 +330,3 @@ def count_connection(node, nz: np.ndarray, matmul: str = "numpy") -> ConnectionC
     return ConnectionCount(counter.ops(rows, nonzero).reshape(T, B), nonzero.reshape(T, B),
                            counter.receives(nz, rows, nonzero), active, counter.method,
                            len(counter.fan_masks or ()), not counter.full_rows.all())
-
-
-def __getattr__(name: str):
-    """Transitional: ``MetricsAccumulator`` moved to :mod:`spikeport.estimate.metrics` (import
-    it from :mod:`spikeport.estimate`); bench.py and tests/test_loihi.py still import it from
-    here. Delete this function once they import it from spikeport.estimate."""
-    if name == "MetricsAccumulator":
-        from spikeport.estimate.metrics import MetricsAccumulator
-        return MetricsAccumulator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -231,13 +231,3 @@ def energy(counts: dict, profile, dt_step: float | None = None) -> dict:
         "notes": list(p.notes),
         "naive": _naive(c),
     }
-
-
-def __getattr__(name: str):
-    """Transitional: the profile names moved to :mod:`spikeport.estimate.profiles`;
-    catalog.py still imports ``list_profiles`` and ``load_profile`` from here. Delete this
-    function once it imports them from spikeport.estimate.profiles."""
-    if name == "list_profiles":
-        from spikeport.estimate.profiles import list_profiles
-        return list_profiles
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -187,10 +187,11 @@ def _energies(counts: dict, memory: dict, profiles: dict[str, Profile]) -> dict[
 def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: str = "topk",
              epsilon: float | None = None, samples: int | None = None, input_file=None,
              calibration_samples: int | None = 1000, batch_size: int = 128,
-             allow_approximation: bool = False) -> EstimateResult:
+             allow_approximation: bool = False, plots: str | Path | None = None) -> EstimateResult:
     """Estimate a run directory (its test split) or a ``.nir`` graph (on ``input_file``) as
     deployed on ``target``: see the module docstring. With a run directory, the result is
-    also written to ``RUN/estimate-TARGET.json`` (:meth:`EstimateResult.as_dict`)."""
+    also written to ``RUN/estimate-TARGET.json`` (:meth:`EstimateResult.as_dict`); with
+    ``plots``, PNG plots go into that directory and ``result.plots`` lists them."""
     if cutoff not in CUTOFFS:
         raise SpikeportError(f"unknown cutoff {cutoff!r}", f"use one of: {', '.join(CUTOFFS)}")
     graph, inputs, run_dir = artifacts.resolve(run_or_graph, input_file, samples)
@@ -214,4 +215,8 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
         first_sample=counted.first_sample)
     if run_dir is not None:
         io.write_json(Path(run_dir) / f"estimate-{target}.json", result.as_dict())
+    if plots is not None:
+        from spikeport.estimate.plots import write_plots
+
+        result.plots = [str(p) for p in write_plots(result, plots)]
     return result

@@ -108,8 +108,7 @@ def evaluate(c: Components, progress: bool = False) -> dict:
     gen = torch.Generator().manual_seed(cfg.train["seed"] + EVAL_SEED_OFFSET)
     c.model.eval()
     bs = cfg.train["eval_batch_size"]
-    hidden = [name for name, _ in c.model.neuron_layers()][:-1]
-    usage = HiddenUsage(hidden)
+    usage = HiddenUsage.of_network([name for name, _ in c.model.neuron_layers()])
     preds = []
     x_all = torch.from_numpy(ds.x_test)
     for start in tqdm(range(0, len(x_all), bs), desc="evaluate", disable=not progress,
