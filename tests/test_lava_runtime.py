@@ -1,9 +1,11 @@
 """The Lava runtime boundary: the Python 3.10 Lava environment, the runner and the bridge.
 
 These tests run the REAL Lava simulator (lava-nc 0.10.0 / lava-dl 0.6.0, fixed point) in
-its own environment; nothing is mocked. They are never skipped: without the environment they
-fail with the command that creates it (`spikeport lava-env install`; the Makefile runs it
-before the tests).
+its own environment; nothing is mocked. They are marked `lava` and never skipped: without
+the environment they fail with the command that creates it (`spikeport lava-env install`;
+`make test` runs it before the tests, `make test-fast` deselects them). The tests of the
+environment's bookkeeping (missing env, marker, cache location, runner imports) need no
+environment and are not marked.
 """
 from __future__ import annotations
 
@@ -174,6 +176,7 @@ def _ntidigits_dir(python: Path) -> Path:
     return found[0]
 
 
+@pytest.mark.lava
 def test_ntidigits_golden_regression(lava_python):
     """lava-dl's shipped N-TIDIGITS network (64-256-256-242, axonal delays up to 62),
     3000 steps, against its stored output: 0 mismatched bins with our output at t equal to
@@ -198,6 +201,7 @@ def test_ntidigits_golden_regression(lava_python):
 
 # --- (b) a small dense network against the numpy model, batched and per sample ----------
 
+@pytest.mark.lava
 def test_small_dense_net_matches_fixed_point_model_and_isolates_samples(lava_python, tmp_path):
     rng = np.random.default_rng(7)
     layers = plain_net(rng)
@@ -229,6 +233,7 @@ def test_small_dense_net_matches_fixed_point_model_and_isolates_samples(lava_pyt
             f"({sum(r.status['seconds'] for r in alone):.1f} s run)")
 
 
+@pytest.mark.lava
 def test_bias_recurrence_and_axonal_delays_are_reset_between_samples(lava_python, tmp_path):
     """Bias-driven neurons, a dense_rec layer and axonal delays: the state that a plain LIF
     reset does not clear (delay lines, the recurrent synapse) must not leak across samples."""
@@ -248,6 +253,7 @@ def test_bias_recurrence_and_axonal_delays_are_reset_between_samples(lava_python
 
 # --- (c) error paths ----------------------------------------------------------------------
 
+@pytest.mark.lava
 def test_corrupt_net_file_gives_typed_error_with_runner_message(lava_python, tmp_path):
     good = write_netx(tmp_path / "good.net", plain_net(np.random.default_rng(0)))
     truncated = tmp_path / "truncated.net"
@@ -266,6 +272,7 @@ def test_corrupt_net_file_gives_typed_error_with_runner_message(lava_python, tmp
         run_netx(garbage, x)
 
 
+@pytest.mark.lava
 def test_unsupported_layer_and_wrong_input_shape_report_lava_errors(lava_python, tmp_path):
     net = write_netx(tmp_path / "pool.net", plain_net(np.random.default_rng(0)))
     with h5py.File(net, "a") as f:
@@ -279,6 +286,7 @@ def test_unsupported_layer_and_wrong_input_shape_report_lava_errors(lava_python,
         run_netx(net, np.zeros((1, 5, 7), np.uint8), num_layers=2)
 
 
+@pytest.mark.lava
 def test_timeout_is_a_typed_error(lava_python, tmp_path):
     net = write_netx(tmp_path / "small.net", plain_net(np.random.default_rng(0)))
     with pytest.raises(LavaTimeoutError, match="did not finish within 0.5 s"):
@@ -330,6 +338,7 @@ def test_cache_location_follows_xdg(tmp_path, monkeypatch):
     assert lava_env.env_key() == hashlib.sha256(req).hexdigest()[:12]
 
 
+@pytest.mark.lava
 def test_check_reports_versions_of_the_real_env(lava_python):
     status = lava_env.check()
     assert status["ok"], status

@@ -211,6 +211,7 @@ def lava_results():
     return out
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("name", [n for n, _, _ in golden_networks()])
 def test_emulator_is_spike_exact_with_lava(lava_results, name):
     rec_emu, rec_lava = lava_results[name]
@@ -223,6 +224,7 @@ def test_emulator_is_spike_exact_with_lava(lava_results, name):
     assert rec_lava.pipeline_latency == len(rec_emu.spiking)
 
 
+@pytest.mark.lava
 def test_the_written_netx_file_loads_in_netx_unmodified(tmp_path):
     """Load the file with lava-dl's own netx.hdf5.Network inside the Lava environment."""
     import subprocess
