@@ -1,7 +1,6 @@
 """The CLI through typer's runner: results, reproducibility, and every bad input ending in
 one clear line, exit code 2, no traceback and nothing overwritten."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -26,18 +25,8 @@ def assert_user_error(result, *fragments):
         assert f in err, err
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One tiny training run shared by the tests that only read it."""
-    recipe = Path(__file__).resolve().parent / "fixtures" / "tiny.yaml"
-    out = tmp_path_factory.mktemp("cli") / "run"
-    result = invoke("train", "--recipe", recipe, "--out", out, "--json")
-    assert result.exit_code == 0, result.output
-    return recipe, out, json.loads(result.stdout)
-
-
-def test_train_json_has_the_four_fields_and_writes_the_run_dir(trained):
-    recipe, out, summary = trained
+def test_train_json_has_the_four_fields_and_writes_the_run_dir(trained_run):
+    out, summary = trained_run.path, trained_run.summary
     assert set(summary) == {"run_dir", "test_accuracy", "test_f1", "hidden_usage"}
     assert 0.0 <= summary["test_accuracy"] <= 1.0 and 0.0 <= summary["hidden_usage"] <= 1.0
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.json"]
@@ -47,25 +36,24 @@ def test_train_json_has_the_four_fields_and_writes_the_run_dir(trained):
     assert metrics["train_history"][0]["epoch"] == 1
 
 
-def test_evaluate_recomputes_exactly_the_training_figures(trained):
-    _, out, summary = trained
-    result = invoke("evaluate", out, "--json")
+def test_evaluate_recomputes_exactly_the_training_figures(trained_run):
+    result = invoke("evaluate", trained_run.path, "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == summary
+    assert json.loads(result.stdout) == trained_run.summary
 
 
-def test_evaluate_prints_a_table(trained):
-    _, out, summary = trained
-    result = invoke("evaluate", out)
+def test_evaluate_prints_a_table(trained_run):
+    summary = trained_run.summary
+    result = invoke("evaluate", trained_run.path)
     assert result.exit_code == 0
     assert f"{summary['test_accuracy']:.4f}" in result.stdout and "hidden usage" in result.stdout
 
 
-def test_same_seed_same_weights_other_seed_other_weights(trained, tmp_path):
-    recipe, out, _ = trained
-    assert invoke("train", "--recipe", recipe, "--out", tmp_path / "a").exit_code == 0
-    assert invoke("train", "--recipe", recipe, "--out", tmp_path / "b", "--seed", 99).exit_code == 0
-    ref = torch.load(out / "checkpoint.pt", weights_only=True)["state_dict"]
+def test_same_seed_same_weights_other_seed_other_weights(trained_run, tmp_path):
+    args = trained_run.train_args  # the shared run's recipe and overrides, its seed
+    assert invoke("train", *args, "--out", tmp_path / "a").exit_code == 0
+    assert invoke("train", *args, "--out", tmp_path / "b", "--seed", 99).exit_code == 0
+    ref = torch.load(trained_run.path / "checkpoint.pt", weights_only=True)["state_dict"]
     same = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["state_dict"]
     other = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state_dict"]
     assert ref.keys() == same.keys()
@@ -73,20 +61,19 @@ def test_same_seed_same_weights_other_seed_other_weights(trained, tmp_path):
     assert not torch.equal(ref["layers.1.weight"], other["layers.1.weight"])
 
 
-def test_existing_run_dir_is_not_overwritten_without_force(trained):
-    recipe, out, _ = trained
+def test_existing_run_dir_is_not_overwritten_without_force(tiny_recipe, own_run):
+    out = own_run
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    result = invoke("train", "--recipe", recipe, "--out", out, "--seed", 5)
+    result = invoke("train", "--recipe", tiny_recipe, "--out", out, "--seed", 5)
     assert_user_error(result, "already exists", "--force")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_force_replaces_the_run_dir(trained, tmp_path):
-    recipe, _, _ = trained
+def test_force_replaces_the_run_dir(tiny_recipe, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    result = invoke("train", "--recipe", recipe, "--out", out, "--force", "--json")
+    result = invoke("train", "--recipe", tiny_recipe, "--out", out, "--force", "--json")
     assert result.exit_code == 0, result.output
     assert not (out / "stale.txt").exists() and (out / "checkpoint.pt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
@@ -100,10 +87,9 @@ def test_force_replaces_the_run_dir(trained, tmp_path):
     ("model.neuron=izhikevich", ["unknown neuron 'izhikevich'"]),
     ("model.beta=1.5", ["model.beta must be in [0, 1]"]),
 ])
-def test_unknown_names_and_bad_values(trained, tmp_path, override, fragments):
-    recipe, _, _ = trained
+def test_unknown_names_and_bad_values(tiny_recipe, tmp_path, override, fragments):
     out = tmp_path / "run"
-    result = invoke("train", "--recipe", recipe, "--out", out, "--set", override)
+    result = invoke("train", "--recipe", tiny_recipe, "--out", out, "--set", override)
     assert_user_error(result, *fragments)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # nothing half-written
@@ -121,17 +107,17 @@ def test_malformed_config(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_missing_run_dir_and_missing_checkpoint(trained, tmp_path):
+def test_missing_run_dir_and_missing_checkpoint(trained_run, tmp_path):
     assert_user_error(invoke("evaluate", tmp_path / "nowhere"), "run directory not found")
-    _, out, _ = trained
+    out = trained_run.path
     broken = tmp_path / "run"
     broken.mkdir()
     (broken / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
     assert_user_error(invoke("evaluate", broken), "checkpoint not found")
 
 
-def test_corrupt_checkpoint(trained, tmp_path):
-    _, out, _ = trained
+def test_corrupt_checkpoint(trained_run, tmp_path):
+    out = trained_run.path
     broken = tmp_path / "run"
     broken.mkdir()
     (broken / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
@@ -141,8 +127,8 @@ def test_corrupt_checkpoint(trained, tmp_path):
     assert_user_error(invoke("evaluate", broken), "corrupt")
 
 
-def test_checkpoint_that_would_unpickle_code_is_refused(trained, tmp_path):
-    _, out, _ = trained
+def test_checkpoint_that_would_unpickle_code_is_refused(trained_run, tmp_path):
+    out = trained_run.path
     broken = tmp_path / "run"
     broken.mkdir()
     (broken / "config.yaml").write_bytes((out / "config.yaml").read_bytes())
@@ -157,11 +143,10 @@ def test_checkpoint_that_would_unpickle_code_is_refused(trained, tmp_path):
     assert "code ran" not in result.output
 
 
-def test_checkpoint_of_another_model_is_refused(trained, tmp_path):
-    recipe, out, _ = trained
+def test_checkpoint_of_another_model_is_refused(trained_run, tiny_recipe, tmp_path):
     other = tmp_path / "other"
-    assert invoke("train", "--recipe", recipe, "--out", other, "--set", "model.hidden=[8]").exit_code == 0
-    (other / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes())
+    assert invoke("train", "--recipe", tiny_recipe, "--out", other, "--set", "model.hidden=[8]").exit_code == 0
+    (other / "checkpoint.pt").write_bytes((trained_run.path / "checkpoint.pt").read_bytes())
     assert_user_error(invoke("evaluate", other), "does not match its config.yaml")
 
 

@@ -1,4 +1,5 @@
-"""export / inspect / run / validate through typer's runner."""
+"""export / inspect / run / validate through typer's runner, on copies of the session's
+trained run (conftest.py: every test here writes artifacts into its run directory)."""
 import json
 from pathlib import Path
 
@@ -17,14 +18,9 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    recipe = Path(__file__).resolve().parent / "fixtures" / "tiny.yaml"
-    out = tmp_path_factory.mktemp("hub") / "run"
-    r = invoke("train", "--recipe", recipe, "--out", out, "--set", "model.threshold=0.3",
-               "--set", "train.epochs=2")
-    assert r.exit_code == 0, r.output
-    return out
+@pytest.fixture
+def run_dir(own_run):
+    return own_run
 
 
 def test_export_nir_writes_the_graph_into_the_run(run_dir):
@@ -45,19 +41,21 @@ def test_inspect_lists_nodes_neurons_and_metadata(run_dir):
     assert s["neurons"] == 26 and s["dt"] == 1e-4
 
 
-def test_validate_reports_accuracy_per_target_and_mismatches_per_pair(run_dir):
+def test_validate_reports_accuracy_per_target_and_mismatches_per_pair(run_dir, trained_run):
     r = invoke("validate", run_dir, "--targets", FLOAT_TARGETS, "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    evaluate = json.loads(invoke("evaluate", run_dir, "--json").stdout)
+    # what `evaluate` recomputes from the checkpoint (test_cli.py: equal to training's figures)
+    test_accuracy = trained_run.summary["test_accuracy"]
     names = FLOAT_TARGETS.split(",")
     assert set(res["targets"]) == set(names)
     for acc in res["targets"].values():
-        assert acc == pytest.approx(evaluate["test_accuracy"])  # the same test split, same spikes
+        assert acc == pytest.approx(test_accuracy)  # the same test split, same spikes
     assert len(res["pairs"]) == len(names) * (len(names) - 1) // 2
+    T = trained_run.config["time_steps"]
     for p in res["pairs"]:
         assert p["mismatched_spike_bins"] == 0
-        assert p["total_spike_bins"] == res["samples"] * 4 * (16 + 10)
+        assert p["total_spike_bins"] == res["samples"] * T * (16 + 10)
     assert res["spikes"]["reference"]["layers_2"] > 0
     assert (run_dir / "validation.json").exists()
 
