@@ -1,6 +1,6 @@
 import pytest
 
-from spikeport.train.recipes import load_recipe, recipe_names
+from spikeport.training.recipes import load_recipe, recipe_names
 from spikeport.core.errors import ConfigError, UnknownNameError
 
 
@@ -123,7 +123,7 @@ def test_resolved_sections_keep_what_was_written_and_complete_optimizer_and_trai
 
 
 def test_a_run_config_reads_back_from_its_yaml(tmp_path):
-    from spikeport.train.recipes import load_run_config
+    from spikeport.training.recipes import load_run_config
 
     cfg = load_recipe("mnist-5k")
     (tmp_path / "config.yaml").write_text(cfg.to_yaml())

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from spikeport.core.errors import SpikeportError, UnknownNameError
-from spikeport.estimate import cutoff as co
-from spikeport.estimate import energy as en
-from spikeport.estimate import profiles as pr
+from spikeport.estimation import cutoff as co
+from spikeport.estimation import energy as en
+from spikeport.estimation import profiles as pr
 
 
 # ------------------------------------------------------------------------ cutoff fixtures

@@ -1,4 +1,4 @@
-"""spikeport.estimate metrics and counting engine: hand-computed counts, conv fan-out, AC/MAC,
+"""spikeport.estimation metrics and counting engine: hand-computed counts, conv fan-out, AC/MAC,
 streaming, NeuroBench; the engine through its public functions (count_connection, window_any)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from spikeport.ir.program import build_program
 from spikeport.exporters.reference import run_graph
-from spikeport.estimate import MetricsAccumulator
+from spikeport.estimation import MetricsAccumulator
 from spikeport.core.recording import Recording
 
 DT = 1e-3
@@ -449,7 +449,7 @@ def test_counter_matches_binarised_reference(case):
     popcounts (fan-outs within 4 bits of each other) or by a product (wider spread), inputs
     of one and of several 64-bit words, an Affine over two axes, convolutions with and
     without zero weights -- equal the binarised connection run by the reference kernels."""
-    from spikeport.estimate.counting import MAX_FANOUT_BITS, count_connection
+    from spikeport.estimation.counting import MAX_FANOUT_BITS, count_connection
     rng = np.random.default_rng(len(case))
     sparse = "zeros" in case or case in ("dense-wide-spread", "dense-multiword", "affine-two-axes")
     T, B = 3, 4
@@ -506,7 +506,7 @@ def test_counter_matches_binarised_reference(case):
 def test_pool_events_match_reference_pool(k, stride, pad):
     """A pool passes an event on iff its window holds one (zero padding holds none)."""
     from spikeport.exporters.reference import KERNELS
-    from spikeport.estimate.counting import window_any
+    from spikeport.estimation.counting import window_any
     rng = np.random.default_rng(k * 100 + stride * 10 + pad)
     e = rng.random((2, 3, 4, 7, 6)) < 0.1
     node = nir.SumPool2d(kernel_size=np.array([k, k]), stride=np.array([stride, stride]),
@@ -518,7 +518,7 @@ def test_pool_events_match_reference_pool(k, stride, pad):
 def test_dense_receives_when_active_inputs_outnumber_zero_weights():
     """Output 0 has zero weights from inputs 0 and 1: a step whose only non-zero inputs are
     among those misses output 0; one more non-zero input anywhere reaches it."""
-    from spikeport.estimate.counting import count_connection
+    from spikeport.estimation.counting import count_connection
     w = np.ones((3, 6))
     w[0, :2] = 0.0
     node = nir.Linear(weight=w)
@@ -560,7 +560,7 @@ def test_memory_traffic_of_the_hand_computed_mlp():
                                          (32, {"32kb": 1.0}), (4, {"8kb": 0.5}),
                                          (2048, {"1mb": 1.0})])
 def test_memory_levels_interpolate_the_energy_in_buffer_size(kb, expected):
-    from spikeport.estimate.memory import accesses_by_level
+    from spikeport.estimation.memory import accesses_by_level
     assert accesses_by_level(8.0, kb * 1024) == pytest.approx(expected)  # one 64-bit access
 
 
@@ -576,7 +576,7 @@ def test_training_and_the_estimator_name_the_same_hidden_populations(recipe, inp
     import spikeport.models
     from spikeport.models import build_model
     from spikeport.models.export import export_model
-    from spikeport.train.scores import HiddenUsage
+    from spikeport.training.scores import HiddenUsage
 
     path = Path(spikeport.models.__file__).parent / "recipes" / f"{recipe}.yaml"
     params = dict(yaml.safe_load(path.read_text())["model"])
@@ -590,7 +590,7 @@ def test_training_and_the_estimator_name_the_same_hidden_populations(recipe, inp
 
 # ---- the typed result ------------------------------------------------------------------------
 def test_estimate_result_json_leaves_out_the_first_sample_and_unset_fields():
-    from spikeport.estimate.report import EstimateResult
+    from spikeport.estimation.report import EstimateResult
 
     r = EstimateResult(target="t", inputs="i", samples=2, T=3, spikes_per_sample=1.5,
                        hidden_usage=None, synops_per_sample=2.0, memory_bytes_per_sample=8.0,

@@ -249,7 +249,7 @@ def test_loihi_targets_count_the_folded_integer_network(brute_force_conv_ops):
     and a weight quantised to 0 is no synapse: the estimator counts that network, which the
     float graph (3x3 conv at stride 1, then the pool) overcounts."""
     from spikeport.ir.program import build_program
-    from spikeport.estimate import MetricsAccumulator
+    from spikeport.estimation import MetricsAccumulator
 
     rng = np.random.default_rng(11)
     g = conv_net(rng, pool=nir.SumPool2d, in_shape=(2, 6, 6))

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from spikeport.core.errors import ConfigError, UnknownNameError
-from spikeport.train.losses import LOSSES, make_loss
+from spikeport.training.losses import LOSSES, make_loss
 
 
 def spikes_from_counts(counts, T=10):

@@ -176,8 +176,8 @@ def test_every_project_registry_of_components_derives_its_parameters():
     from spikeport.data.encoders import ENCODERS
     from spikeport.models.architectures import ARCHITECTURES
     from spikeport.models.neurons import NEURONS, SURROGATES
-    from spikeport.train.losses import LOSSES
-    from spikeport.train.optimizers import OPTIMIZERS
+    from spikeport.training.losses import LOSSES
+    from spikeport.training.optimizers import OPTIMIZERS
 
     for reg in (DATASETS, ENCODERS, ARCHITECTURES, NEURONS, SURROGATES, LOSSES, OPTIMIZERS):
         for name in reg.names():

@@ -97,7 +97,7 @@ def _estimator_sides(run_dir, target: str, samples: int | None) -> dict:
     """The four things :func:`bench_estimator` times, as closures over one run's inputs:
     plain inference, inference with the metrics, inference reading every array once, and
     the metrics alone over recordings made here."""
-    from spikeport.estimate import MetricsAccumulator
+    from spikeport.estimation import MetricsAccumulator
     from spikeport.exporters.targets import run_in_batches
 
     graph, _ = artifacts.export_run_graph(run_dir, write=False)

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 
 def catalog() -> dict[str, list[tuple[str, str]]]:
-    from spikeport.models.architectures import ARCHITECTURES
-    from spikeport.train.recipes import RECIPE_DIR, recipe_names
     from spikeport.data.datasets import DATASETS
     from spikeport.data.encoders import ENCODERS
-    from spikeport.train.losses import LOSSES
+    from spikeport.models.architectures import ARCHITECTURES
+    from spikeport.models.neurons import NEURONS, SURROGATES
+    from spikeport.training.losses import LOSSES
+    from spikeport.training.optimizers import OPTIMIZERS
+    from spikeport.training.recipes import RECIPES
 
     def rows(reg):
         return [(e.name, e.summary) for e in reg.entries()]
-
-    def recipe_summary(name):
-        first = (RECIPE_DIR / f"{name}.yaml").read_text().splitlines()[0]
-        return first.lstrip("# ").strip()
 
     return {
         "datasets": rows(DATASETS),
         "encoders": rows(ENCODERS),
         "losses": rows(LOSSES),
         "models": rows(ARCHITECTURES),
-        "recipes": [(n, recipe_summary(n)) for n in recipe_names()],
+        "neurons": rows(NEURONS),
+        "surrogates": rows(SURROGATES),
+        "optimizers": rows(OPTIMIZERS),
+        "recipes": rows(RECIPES),
     }
 
 
@@ -72,7 +73,7 @@ PROFILES_BEGIN = "<!-- BEGIN GENERATED: energy profiles (python -m spikeport.cat
 
 def profiles_table() -> str:
     """Every constant of every shipped energy profile with its marker and source."""
-    from spikeport.estimate.profiles import list_profiles, load_profile
+    from spikeport.estimation.profiles import list_profiles, load_profile
 
     lines = [PROFILES_BEGIN, ""]
     for name in list_profiles():

@@ -69,7 +69,7 @@ def train_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ):
     """Train a recipe and write a run directory (config, checkpoint, metrics)."""
-    from spikeport.train.loop import train
+    from spikeport.training.loop import train
 
     overrides = list(set_)
     if epochs is not None:
@@ -90,7 +90,7 @@ def evaluate_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object with the results"),
 ):
     """Recompute test accuracy, macro F1 and hidden-neuron usage from a run's checkpoint."""
-    from spikeport.train.loop import evaluate_run
+    from spikeport.training.loop import evaluate_run
 
     result = evaluate_run(run)
     if as_json:
@@ -236,7 +236,7 @@ def estimate_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Spikes, hidden-neuron usage, synaptic ops, anytime-cutoff latency and energy on a target."""
-    from spikeport.estimate.pipeline import estimate
+    from spikeport.estimation.pipeline import estimate
 
     (name,) = _targets_option(target)
     if samples is not None and samples < 1:
@@ -293,8 +293,8 @@ def lava_path():
 
 @app.command("list")
 @user_errors
-def list_(what: str = typer.Argument("all", help="datasets, encoders, losses, models, recipes or all")):
-    """List the registered datasets, encoders, losses, model architectures and recipes."""
+def list_(what: str = typer.Argument("all", help="datasets, encoders, losses, models, neurons, surrogates, optimizers, recipes or all")):
+    """List the registered datasets, encoders, losses, models, neurons, surrogates, optimizers and recipes."""
     from spikeport.catalog import catalog
 
     cat = catalog()

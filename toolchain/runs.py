@@ -45,7 +45,7 @@ def read_graph(path: str | Path) -> nir.NIRGraph:
 def export_run_graph(run_dir: str | Path, write: bool = True) -> tuple[nir.NIRGraph, Path]:
     """The NIR graph of a run's checkpoint; written to RUN/model.nir when ``write``."""
     from spikeport.models.export import export_model
-    from spikeport.train.loop import load_run
+    from spikeport.training.loop import load_run
 
     c = load_run(run_dir)
     graph = export_model(c.model, c.dataset.input_shape,
@@ -59,8 +59,8 @@ def export_run_graph(run_dir: str | Path, write: bool = True) -> tuple[nir.NIRGr
 def run_inputs(run_dir: str | Path, samples: int | None = None, split: str = "test") -> Inputs:
     """The run's test split, encoded exactly as `spikeport evaluate` encodes it (or, with
     ``split="train"``, its training split encoded with a separate calibration seed)."""
-    from spikeport.train.loop import EVAL_SEED_OFFSET, build_components
-    from spikeport.train.recipes import load_run_config
+    from spikeport.training.loop import EVAL_SEED_OFFSET, build_components
+    from spikeport.training.recipes import load_run_config
 
     cfg = load_run_config(io.require_run_dir(run_dir))
     c = build_components(cfg)

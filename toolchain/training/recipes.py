@@ -37,8 +37,8 @@ from spikeport.core.registry import Invalid, Params, Registry, defaults_of, expl
 from spikeport.data.datasets import DATASETS
 from spikeport.data.encoders import ENCODERS
 from spikeport.models.architectures import check_model_params
-from spikeport.train.losses import LOSSES
-from spikeport.train.optimizers import OPTIMIZERS
+from spikeport.training.losses import LOSSES
+from spikeport.training.optimizers import OPTIMIZERS
 
 RECIPE_DIR = Path(_models_pkg.__file__).resolve().parent / "recipes"  # models/recipes/*.yaml
 RECIPES: Registry[Path] = Registry.of_files("recipe", RECIPE_DIR, or_else="a path to a .yaml file")

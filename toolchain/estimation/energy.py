@@ -1,7 +1,7 @@
 """Per-target energy from operation counts and a sourced energy profile (ENERGY.md 3, 4).
 
-Profiles are YAML files in ``toolchain/estimate/profiles/``, validated against the schema of
-:mod:`spikeport.estimate.profiles` (documented in the header comment of every file); each
+Profiles are YAML files in ``toolchain/estimation/profiles/``, validated against the schema of
+:mod:`spikeport.estimation.profiles` (documented in the header comment of every file); each
 constant carries its value, unit, basis (simulated / measured / derived / preset), marker
 (primary / secondary / assumption) and source. :func:`energy` evaluates
 
@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 
-from spikeport.estimate.profiles import MEMORY_LEVELS, Profile, ProfileError, load_profile
+from spikeport.estimation.profiles import MEMORY_LEVELS, Profile, ProfileError, load_profile
 
 NAIVE_PROFILE = "ann-45nm"
 COUNT_REQUIRED = ("synops_ac", "synops_mac", "neuron_updates_active", "neuron_updates_idle",
@@ -60,7 +60,7 @@ _MEMORY_COUNTS = ("memory_accesses_64bit", "dense_ann_memory_accesses_64bit")
 def _check_counts(counts: dict, profile: Profile) -> dict:
     """The counts as floats (None values dropped), or a ProfileError naming the bad count."""
     if not isinstance(counts, dict):
-        raise ProfileError("counts must be a dict", "see the table in spikeport.estimate.energy")
+        raise ProfileError("counts must be a dict", "see the table in spikeport.estimation.energy")
     unknown = sorted(set(counts) - set(COUNT_REQUIRED) - set(COUNT_OPTIONAL))
     if unknown:
         raise ProfileError(f"unknown count {unknown[0]!r}",

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from spikeport.core import io
-from spikeport.estimate.report import EstimateResult
+from spikeport.estimation.report import EstimateResult
 
 
 def write_plots(result: EstimateResult, out_dir: str | Path) -> list[Path]:

@@ -3,10 +3,10 @@ latency and energy of a network *as deployed on one target*.
 
 The pipeline (ENERGY.md 5): run the target on the inputs batch by batch; from each batch's
 output layer compute the exit step of every sample under the chosen cutoff; feed the
-Recording, the inputs and the exit steps to :class:`~spikeport.estimate.metrics.MetricsAccumulator`
+Recording, the inputs and the exit steps to :class:`~spikeport.estimation.metrics.MetricsAccumulator`
 (every count integrated only up to the exit step); at the end turn the per-sample counts
 into energy with each energy profile of the target (or the one asked for). The result is an
-:class:`~spikeport.estimate.report.EstimateResult`.
+:class:`~spikeport.estimation.report.EstimateResult`.
 
 Cutoffs: ``topk`` (AOI-SNN's Top-K gap with one threshold per step, calibrated on the run's
 *training* split with the reference target and stored as ``RUN/cutoff_topk.json``, then
@@ -26,11 +26,11 @@ from spikeport.exporters.targets import get_target, run_in_batches
 from spikeport import runs as artifacts
 from spikeport.core import io
 from spikeport.core.errors import SpikeportError
-from spikeport.estimate import cutoff as co
-from spikeport.estimate.energy import energy
-from spikeport.estimate.metrics import MetricsAccumulator
-from spikeport.estimate.profiles import Profile, load_profile
-from spikeport.estimate.report import EstimateResult
+from spikeport.estimation import cutoff as co
+from spikeport.estimation.energy import energy
+from spikeport.estimation.metrics import MetricsAccumulator
+from spikeport.estimation.profiles import Profile, load_profile
+from spikeport.estimation.report import EstimateResult
 
 CUTOFFS = ("topk", "confidence", "none")
 TOPK_FILE = "cutoff_topk.json"
@@ -163,7 +163,7 @@ def _cutoff_summary(rule: CutoffRule, counted: _Counted, y: np.ndarray | None) -
 
 
 def energy_counts(m: dict) -> dict:
-    """The per-sample counts the energy model takes (:mod:`spikeport.estimate.energy`), from
+    """The per-sample counts the energy model takes (:mod:`spikeport.estimation.energy`), from
     the metrics: the contract's active updates where the target can tell (non-zero input or
     state), else those with non-zero input current (float targets), else the event-based
     lower bound."""
@@ -216,7 +216,7 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
     if run_dir is not None:
         io.write_json(Path(run_dir) / f"estimate-{target}.json", result.as_dict())
     if plots is not None:
-        from spikeport.estimate.plots import write_plots
+        from spikeport.estimation.plots import write_plots
 
         result.plots = [str(p) for p in write_plots(result, plots)]
     return result

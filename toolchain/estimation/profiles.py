@@ -195,7 +195,7 @@ def _profile_error(path: Path, error: ValidationError) -> ProfileError:
     err = error.errors(include_url=False)[0]
     if not err["loc"] and err["type"] in ("model_type", "dict_type"):
         return ProfileError(f"energy profile {path} is not a mapping",
-                            "start from a shipped profile in toolchain/estimate/profiles/")
+                            "start from a shipped profile in toolchain/estimation/profiles/")
     key, problem, fix = _explain(err)
     return ProfileError(f"energy profile {path}: {key}: {problem}", fix)
 

@@ -24,13 +24,13 @@ from tqdm import tqdm
 from spikeport.models.architectures import build_model
 from spikeport.models.network import SpikingSequential, record
 from spikeport.core import io
-from spikeport.train.recipes import RunConfig, load_recipe, load_run_config
+from spikeport.training.recipes import RunConfig, load_recipe, load_run_config
 from spikeport.data.datasets import Dataset, load_dataset
 from spikeport.data.encoders import make_encoder
 from spikeport.core.errors import CheckpointError
 from spikeport.core.recording import predict
-from spikeport.train.losses import make_loss
-from spikeport.train.scores import HiddenUsage, classification_metrics
+from spikeport.training.losses import make_loss
+from spikeport.training.scores import HiddenUsage, classification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def build_components(cfg: RunConfig) -> Components:
 
 
 def _optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
-    from spikeport.train.optimizers import make_optimizer
+    from spikeport.training.optimizers import make_optimizer
 
     return make_optimizer(cfg.optimizer["name"], params, **cfg.params("optimizer"))
 

@@ -21,16 +21,16 @@ class EstimateResult:
     - ``spikes_per_sample``: spikes of all spiking layers; ``hidden_usage``: mean fraction of
       hidden neurons that spike at least once (None without hidden layers);
       ``synops_per_sample``: effective synaptic operations; ``memory_bytes_per_sample``: the
-      Lemaire memory traffic (:mod:`~spikeport.estimate.memory`).
-    - ``energy``: per energy profile, the result of :func:`~spikeport.estimate.energy.energy`;
+      Lemaire memory traffic (:mod:`~spikeport.estimation.memory`).
+    - ``energy``: per energy profile, the result of :func:`~spikeport.estimation.energy.energy`;
       ``energy_profile`` names the first (the one asked for, else the target's first), whose
       total is ``energy_per_sample_j``.
     - ``cutoff``: the anytime-exit summary (method, mean / median / p95 steps, accuracy at the
       cutoff and at T, speedup, forced fraction, oracle OCT, histogram, and the full ``report``
-      of :func:`~spikeport.estimate.cutoff.cutoff_report`); None without labels.
+      of :func:`~spikeport.estimation.cutoff.cutoff_report`); None without labels.
     - ``counts``: the per-sample counts the energy model was given (ENERGY.md 1).
     - ``metrics``: everything :meth:`MetricsAccumulator.summary
-      <spikeport.estimate.metrics.MetricsAccumulator.summary>` reports (per layer, per
+      <spikeport.estimation.metrics.MetricsAccumulator.summary>` reports (per layer, per
       connection, per population, memory); in the file, not in the CLI's ``--json``.
     - ``pipeline_latency_steps``: steps an input spike takes through the deployed pipeline
       (the ``lava`` target only; absent from the JSON otherwise).

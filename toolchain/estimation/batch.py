@@ -14,8 +14,8 @@ import numpy as np
 
 from spikeport.core.errors import GraphError
 from spikeport.core.recording import Recording
-from spikeport.estimate.counting import BitRows, ConnectionCounter, window_any
-from spikeport.estimate.network import CONNECTIONS, RECOMPUTABLE, CountedNetwork
+from spikeport.estimation.counting import BitRows, ConnectionCounter, window_any
+from spikeport.estimation.network import CONNECTIONS, RECOMPUTABLE, CountedNetwork
 from spikeport.ir.program import SPIKING
 
 

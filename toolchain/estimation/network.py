@@ -4,7 +4,7 @@ Spiking layers, output and hidden layers (:func:`~spikeport.core.recording.hidde
 connection nodes and neuron populations, AC or MAC per connection, the source whose spikes a
 connection receives unchanged, the static sizes of every connection, and the per-node helpers
 that outlive a batch: the reference kernels that recompute stateless pass-through nodes and
-the event counters (:class:`~spikeport.estimate.counting.ConnectionCounter`).
+the event counters (:class:`~spikeport.estimation.counting.ConnectionCounter`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from spikeport.core.recording import hidden_populations
-from spikeport.estimate.counting import MATMUL, ConnectionCounter, run_connection
+from spikeport.estimation.counting import MATMUL, ConnectionCounter, run_connection
 from spikeport.exporters.reference import KERNELS
 from spikeport.ir.program import SPIKING, Program
 
@@ -58,7 +58,7 @@ class CountedNetwork:
 
     ``input_binary``: every input holds only 0 and 1; ``binary_spikes``: the target's spiking
     nodes emit exactly 0 or 1 (both taken on trust); ``matmul``: the library of the target's
-    thread pool (:data:`~spikeport.estimate.counting.MATMUL`)."""
+    thread pool (:data:`~spikeport.estimation.counting.MATMUL`)."""
 
     def __init__(self, program: Program, input_binary: bool, matmul: str = "numpy",
                  binary_spikes: bool = False):

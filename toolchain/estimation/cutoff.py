@@ -6,7 +6,7 @@ target's Recording (on Loihi the raw ``output_values`` lag by the pipeline delay
 Y(t) = sum of o(1..t); step numbers returned here are **1-based** (t = 1..T).
 
 Predictions use argmax of Y(t) with ties going to the lowest class index, like
-``spikeport.validate.predict`` / ``spikeport.train.loop.predict`` (numpy's argmax does this).
+``spikeport.validate.predict`` / ``spikeport.training.loop.predict`` (numpy's argmax does this).
 
 Criteria:
 

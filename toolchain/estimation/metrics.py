@@ -26,11 +26,11 @@ What is counted (t*_b = exit step of sample b, 1-based; every count uses only t 
   populations) is *recomputed* from its own sources when it is a stateless pass-through node
   (Input, Output, Flatten, SumPool2d, AvgPool2d, Scale), with the kernels of
   :mod:`spikeport.exporters.reference`; anything else unrecorded is an error
-  (:mod:`spikeport.estimate.batch`). Effective ops per step = sum of the output of the
+  (:mod:`spikeport.estimation.batch`). Effective ops per step = sum of the output of the
   connection run with binarised weights (w != 0 -> 1) and zero bias on the binarised input
   (x != 0 -> 1) -- NeuroBench's definition, exact for convolutions with padding and stride.
   Bias is not an op. Computed without running the connection, by the counting engine
-  (:class:`~spikeport.estimate.counting.ConnectionCounter`: popcounts of the bit-packed input
+  (:class:`~spikeport.estimation.counting.ConnectionCounter`: popcounts of the bit-packed input
   map, or one matrix-vector product per batch; tests compare it with the binarised
   connection run by the reference kernels).
   *AC vs MAC from the graph*: AC iff the connection has exactly one incoming edge and that
@@ -57,7 +57,7 @@ What is counted (t*_b = exit step of sample b, 1-based; every count uses only t 
   ``active_state`` = the contract's definition, (neuron, step) pairs with non-zero input or
   non-zero state before the update, counted from the target's own ``Recording.active``
   (loihi-emu records it on request), else ``None``.
-- **Memory traffic**: :mod:`spikeport.estimate.memory`.
+- **Memory traffic**: :mod:`spikeport.estimation.memory`.
 
 A :class:`~spikeport.core.recording.Recording` with a per-node ``delay`` is read on the model's
 time axis (``aligned``), zero-padded at the end to T steps.
@@ -71,10 +71,10 @@ import numpy as np
 
 from spikeport.core.errors import GraphError
 from spikeport.core.recording import Recording
-from spikeport.estimate.batch import Batch, NotAvailable, spiky
-from spikeport.estimate.counting import nonzero_counts
-from spikeport.estimate.memory import ConnectionLoad, PopulationLoad, memory_traffic
-from spikeport.estimate.network import ConnectionShape, CountedNetwork
+from spikeport.estimation.batch import Batch, NotAvailable, spiky
+from spikeport.estimation.counting import nonzero_counts
+from spikeport.estimation.memory import ConnectionLoad, PopulationLoad, memory_traffic
+from spikeport.estimation.network import ConnectionShape, CountedNetwork
 from spikeport.ir.program import SPIKING, Program, build_program
 
 HIST_BINS = 10
@@ -295,7 +295,7 @@ class MetricsAccumulator:
     ``input_binary``: every x given to ``update`` holds only 0 and 1 (the estimator checks
     all its inputs once); taken on trust by the AC/MAC split, graph-based and value-based
     alike. ``matmul``: the library of the target's thread pool
-    (:data:`~spikeport.estimate.counting.MATMUL`). ``binary_spikes``: the target guarantees
+    (:data:`~spikeport.estimation.counting.MATMUL`). ``binary_spikes``: the target guarantees
     that its spiking nodes emit exactly 0 or 1 (``Counting.binary_spikes``, tested per
     built-in target), which spares one pass over every spike array; otherwise that is
     checked on every batch."""
