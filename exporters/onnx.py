@@ -54,7 +54,7 @@ from spikeport.core.errors import GraphError
 from spikeport.core.io import atomic_write
 from spikeport.core.recording import Recording
 from spikeport.exporters.onnx_build import BUILDERS, DOUBLE, Ctx, Emitter, broadcast_shape, safe_name
-from spikeport.ir.program import SPIKING, Program, build_program
+from spikeport.ir.program import SPIKING, Program, build_program, node_implementations
 
 OPSET = 17
 FORMAT = "spikeport-onnx/1"
@@ -174,11 +174,7 @@ def _check_recurrent(rec_uses: list[tuple[str, str, tuple]], shapes: dict) -> No
 
 def compile_program(program: Program) -> OnnxArtifact:
     """Build the per-step ONNX model of ``program``."""
-    for name in program.order:
-        key = type(program.nodes[name]).__name__
-        if key not in BUILDERS:
-            raise GraphError(f"node {name!r} ({key}) is not supported by the onnx target",
-                             f"supported nodes: {', '.join(BUILDERS.names())}")
+    node_implementations(program, BUILDERS, "onnx")  # refuse unsupported nodes first
     em = Emitter()
     em.fresh(INPUT_NAME)
     in_shape = _input_shape(program)

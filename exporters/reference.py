@@ -15,9 +15,8 @@ import nir
 import numpy as np
 
 from spikeport.ir import neurons
-from spikeport.ir.program import (Program, build_program, conv_padding, delay_steps, pair,
-                                  summed_input)
-from spikeport.core.errors import GraphError
+from spikeport.ir.program import (Program, build_program, conv_padding, delay_steps,
+                                  node_implementations, pair, summed_input)
 from spikeport.core.recording import Recording
 from spikeport.core.registry import Registry
 
@@ -193,9 +192,7 @@ class Delay(Kernel):
         return [np.zeros_like(like) for _ in range(self.steps)]
 
     def step(self, x, state):
-        if self.steps == 0:
-            return x, state
-        return state[0], state[1:] + [x]
+        return neurons.delay_step(x, state)
 
 
 class Neuron(Kernel):
@@ -222,15 +219,8 @@ for _entry in neurons.NEURONS.entries():  # one kernel for every neuron type, it
 
 
 def compile_program(program: Program) -> dict[str, Kernel]:
-    kernels = {}
-    for name in program.order:
-        node = program.nodes[name]
-        key = type(node).__name__
-        if key not in KERNELS:
-            raise GraphError(f"node {name!r} ({key}) is not supported by the reference target",
-                             f"supported nodes: {', '.join(KERNELS.names())}")
-        kernels[name] = KERNELS.get(key)(node, program.dt)
-    return kernels
+    return {name: kernel(program.nodes[name], program.dt)
+            for name, kernel in node_implementations(program, KERNELS, "reference").items()}
 
 
 def simulate(program: Program, x: np.ndarray, membranes: bool = False) -> Recording:

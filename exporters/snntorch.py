@@ -21,9 +21,8 @@ import torch
 from torch import nn
 
 from spikeport.ir import neurons
-from spikeport.ir.program import (Program, build_program, delay_steps, pair, summed_input,
-                                  torch_conv_args)
-from spikeport.core.errors import GraphError
+from spikeport.ir.program import (Program, build_program, delay_steps, node_implementations,
+                                  pair, summed_input, torch_conv_args)
 from spikeport.core.recording import Recording
 from spikeport.core.registry import Registry
 
@@ -151,9 +150,7 @@ class DelayNode(Stateful):
         return [torch.zeros_like(like) for _ in range(self.steps)]
 
     def step(self, x, buf):
-        if self.steps == 0:
-            return x, buf
-        return buf[0], buf[1:] + [x]
+        return neurons.delay_step(x, buf)
 
 
 class ScaleNode(nn.Module):
@@ -299,14 +296,8 @@ class NIRModule(nn.Module):
     def __init__(self, program: Program):
         super().__init__()
         self.program = program
-        mods = {}
-        for name in program.order:
-            node = program.nodes[name]
-            key = type(node).__name__
-            if key not in NODE_MAP:
-                raise GraphError(f"node {name!r} ({key}) has no torch import",
-                                 f"supported nodes: {', '.join(NODE_MAP.names())}")
-            mods[name] = NODE_MAP.get(key)(node, program.dt)
+        mods = {name: build(program.nodes[name], program.dt)
+                for name, build in node_implementations(program, NODE_MAP, "snntorch").items()}
         # ModuleDict keys may not contain dots.
         self.nodes = nn.ModuleDict({n.replace(".", "__"): m for n, m in mods.items()})
 

@@ -68,20 +68,27 @@ def _linear(m: nn.Linear, name, shape, ctx):
     return node, (m.out_features,)
 
 
-@handler(nn.Conv2d)
-def _conv2d(m: nn.Conv2d, name, shape, ctx):
-    """nn.Conv2d -> Conv2d (zero padding only)."""
+@handler(nn.Conv1d, nn.Conv2d)
+def _conv(m: nn.Conv1d | nn.Conv2d, name, shape, ctx):
+    """nn.Conv1d / nn.Conv2d -> Conv1d / Conv2d (zero padding only)."""
+    one_d = isinstance(m, nn.Conv1d)
+    kind, expects = ("Conv1d", "(C, L)") if one_d else ("Conv2d", "(C, H, W)")
     if m.padding_mode != "zeros":
-        raise ExportError(f"module {name!r} (Conv2d) uses padding_mode={m.padding_mode!r}",
+        raise ExportError(f"module {name!r} ({kind}) uses padding_mode={m.padding_mode!r}",
                           "use padding_mode='zeros' (NIR convolutions pad with zeros)")
-    if len(shape) != 3:
-        raise ExportError(f"module {name!r} (Conv2d) receives shape {shape}, expects (C, H, W)",
-                          "feed the convolution an image-shaped input")
-    bias = _np(m.bias) if m.bias is not None else np.zeros(m.out_channels)
-    padding = m.padding if isinstance(m.padding, str) else tuple(m.padding)
-    node = nir.Conv2d(input_shape=shape[1:], weight=_np(m.weight).astype(np.float32),
-                      stride=tuple(m.stride), padding=padding, dilation=tuple(m.dilation),
-                      groups=m.groups, bias=bias.astype(np.float32))
+    if len(shape) != (2 if one_d else 3):
+        raise ExportError(f"module {name!r} ({kind}) receives shape {shape}, expects {expects}",
+                          f"feed the convolution a {expects} input")
+    bias = (_np(m.bias) if m.bias is not None else np.zeros(m.out_channels)).astype(np.float32)
+    weight = _np(m.weight).astype(np.float32)
+    if one_d:
+        padding = m.padding if isinstance(m.padding, str) else int(m.padding[0])
+        node = nir.Conv1d(input_shape=shape[1], weight=weight, stride=int(m.stride[0]),
+                          padding=padding, dilation=int(m.dilation[0]), groups=m.groups, bias=bias)
+    else:
+        padding = m.padding if isinstance(m.padding, str) else tuple(m.padding)
+        node = nir.Conv2d(input_shape=shape[1:], weight=weight, stride=tuple(m.stride),
+                          padding=padding, dilation=tuple(m.dilation), groups=m.groups, bias=bias)
     with torch.no_grad():
         out = m(torch.zeros(1, *shape, dtype=m.weight.dtype)).shape[1:]
     return node, tuple(out)
@@ -99,25 +106,6 @@ def _pool_params(m, name, kind):
                           "use SumPool2d followed by a scale instead")
     two = lambda v: np.array(v if isinstance(v, (tuple, list)) else (v, v))
     return two(k), two(s), two(p)
-
-
-@handler(nn.Conv1d)
-def _conv1d(m: nn.Conv1d, name, shape, ctx):
-    """nn.Conv1d -> Conv1d (zero padding only)."""
-    if m.padding_mode != "zeros":
-        raise ExportError(f"module {name!r} (Conv1d) uses padding_mode={m.padding_mode!r}",
-                          "use padding_mode='zeros' (NIR convolutions pad with zeros)")
-    if len(shape) != 2:
-        raise ExportError(f"module {name!r} (Conv1d) receives shape {shape}, expects (C, L)",
-                          "feed the convolution a (channels, length) input")
-    bias = _np(m.bias) if m.bias is not None else np.zeros(m.out_channels)
-    padding = m.padding if isinstance(m.padding, str) else int(m.padding[0])
-    node = nir.Conv1d(input_shape=shape[1], weight=_np(m.weight).astype(np.float32),
-                      stride=int(m.stride[0]), padding=padding, dilation=int(m.dilation[0]),
-                      groups=m.groups, bias=bias.astype(np.float32))
-    with torch.no_grad():
-        out = m(torch.zeros(1, *shape, dtype=m.weight.dtype)).shape[1:]
-    return node, tuple(out)
 
 
 @handler(nn.AvgPool2d)

@@ -44,7 +44,11 @@ def _print_json(obj) -> None:
     typer.echo(json.dumps(obj, sort_keys=True))
 
 
-def _print_metrics(result) -> None:
+def _print_metrics(result, as_json: bool) -> None:
+    """A training or evaluation result: its summary as JSON, or a small table."""
+    if as_json:
+        _print_json(result.summary())
+        return
     rows = [("run directory", result.run_dir),
             ("test accuracy", f"{result.test_accuracy:.4f}"),
             ("test macro F1", f"{result.test_f1:.4f}"),
@@ -76,11 +80,8 @@ def train_cmd(
         overrides.append(f"train.epochs={epochs}")
     if seed is not None:
         overrides.append(f"train.seed={seed}")
-    result = train(recipe, out, overrides, force=force, progress=progress and sys.stderr.isatty())
-    if as_json:
-        _print_json(result.summary())
-    else:
-        _print_metrics(result)
+    _print_metrics(train(recipe, out, overrides, force=force,
+                         progress=progress and sys.stderr.isatty()), as_json)
 
 
 @app.command("evaluate")
@@ -92,11 +93,7 @@ def evaluate_cmd(
     """Recompute test accuracy, macro F1 and hidden-neuron usage from a run's checkpoint."""
     from spikeport.training.loop import evaluate_run
 
-    result = evaluate_run(run)
-    if as_json:
-        _print_json(result.summary())
-    else:
-        _print_metrics(result)
+    _print_metrics(evaluate_run(run), as_json)
 
 
 @app.command("export")

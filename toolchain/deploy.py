@@ -8,7 +8,7 @@ keeping every node's values in an ``.npz``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import nir
@@ -37,7 +37,7 @@ class ExportResult:
     approximations: list[str] | None = None
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return io.dataclass_json(self, omit_if_none=None)
 
 
 def export(run_dir: str | Path, to: str, allow_approximation: bool = False) -> ExportResult:
@@ -83,10 +83,7 @@ class RunResult:
     recording: str | None = None
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        if self.recording is None:
-            del out["recording"]
-        return out
+        return io.dataclass_json(self, omit_if_none=("recording",))
 
 
 def run(run_or_graph: str | Path, target: str = "reference", *,

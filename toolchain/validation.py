@@ -12,7 +12,7 @@ graph and an input array.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
@@ -61,10 +61,7 @@ class ValidationResult:
     inputs: str | None = None
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        if self.inputs is None:
-            del out["inputs"]
-        return out
+        return io.dataclass_json(self, omit_if_none=("inputs",))
 
 
 def check_target_names(names: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ command never leaves a half-written file. Checkpoints hold tensors only and are 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -119,3 +120,13 @@ class StagedDir:
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def dataclass_json(obj, omit_if_none: tuple[str, ...] | None = ()) -> dict:
+    """A result dataclass as the dict its JSON is made of (nested dataclasses too); fields
+    named in ``omit_if_none`` are left out when None (``None``: every None field is)."""
+    out = dataclasses.asdict(obj)
+    for key in list(out):
+        if out[key] is None and (omit_if_none is None or key in omit_if_none):
+            del out[key]
+    return out

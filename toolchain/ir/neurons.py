@@ -24,7 +24,7 @@ operator, never fused) to agree bit for bit.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from typing import Any, Callable
 
 import nir
@@ -60,6 +60,13 @@ class Params:
         return type(self)(**{k: f(k, v) for k, v in self.fields().items()})
 
 
+def _firing_variant(base: type) -> type:
+    """``base`` plus the threshold and the reset value of a spiking population
+    (``v_threshold``, ``v_reset``), as a frozen dataclass named ``<base>Firing``."""
+    return make_dataclass(f"{base.__name__}Firing", [("v_threshold", Any), ("v_reset", Any)],
+                          bases=(base,), frozen=True, namespace={"__module__": __name__})
+
+
 @dataclass(frozen=True)
 class Leaky(Params):
     d: Any   # 1 - dt / tau
@@ -67,10 +74,7 @@ class Leaky(Params):
     l: Any   # v_leak dt / tau
 
 
-@dataclass(frozen=True)
-class LeakyFiring(Leaky):
-    v_threshold: Any
-    v_reset: Any
+LeakyFiring = _firing_variant(Leaky)
 
 
 @dataclass(frozen=True)
@@ -78,10 +82,7 @@ class Integrator(Params):
     g: Any   # dt r
 
 
-@dataclass(frozen=True)
-class IntegratorFiring(Integrator):
-    v_threshold: Any
-    v_reset: Any
+IntegratorFiring = _firing_variant(Integrator)
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,7 @@ class Cuba(Params):
     l: Any    # v_leak dt / tau_mem
 
 
-@dataclass(frozen=True)
-class CubaFiring(Cuba):
-    v_threshold: Any
-    v_reset: Any
+CubaFiring = _firing_variant(Cuba)
 
 
 def _firing(node) -> dict:
@@ -258,3 +256,12 @@ def model_of(node) -> NeuronModel:
 def params_of(node, dt: float) -> Params:
     """The per-step coefficients of a NIR neuron node for step ``dt`` (float64 arrays)."""
     return model_of(node).params(node, dt)
+
+
+def delay_step(x, buffer: list):
+    """NIR Delay, y[k] = x[k - n]: ``buffer`` holds the last n inputs, oldest first (zeros
+    before the first input); returns (y, the new buffer). With n = 0 (an empty buffer) the
+    input passes through. Works on any array type (numpy, torch)."""
+    if not buffer:
+        return x, buffer
+    return buffer[0], buffer[1:] + [x]

@@ -251,3 +251,17 @@ def summed_input(program: Program, name: str, cur: dict, prev: dict):
     for a in terms[1:]:
         out = out + a
     return out
+
+
+def node_implementations(program: Program, registry, target: str) -> dict:
+    """What ``registry`` (keyed by NIR class name) holds for every node of ``program``, in
+    program order. A node the target has nothing for is refused before anything runs, naming
+    the node, its type, the target and the nodes the target supports."""
+    found = {}
+    for name in program.order:
+        key = type(program.nodes[name]).__name__
+        if key not in registry:
+            raise GraphError(f"node {name!r} ({key}) is not supported by the {target} target",
+                             f"supported nodes: {', '.join(registry.names())}")
+        found[name] = registry.get(key)
+    return found
