@@ -1,4 +1,6 @@
-"""spikeport estimate end to end through typer's runner, and its bad inputs."""
+"""spikeport estimate end to end through typer's runner, and its bad inputs, on the
+session's trained run (conftest.py): `run_dir` is a copy for the tests that estimate
+(estimates and cutoff thresholds are written into the run), `trained_run` is read as is."""
 import json
 from pathlib import Path
 
@@ -15,17 +17,17 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    recipe = Path(__file__).resolve().parent / "fixtures" / "tiny.yaml"
-    out = tmp_path_factory.mktemp("est") / "run"
-    r = invoke("train", "--recipe", recipe, "--out", out, "--set", "model.threshold=0.3",
-               "--set", "train.epochs=3", "--set", "time_steps=8")
-    assert r.exit_code == 0, r.output
-    return out
+@pytest.fixture
+def run_dir(own_run):
+    return own_run
 
 
-def test_estimate_json_has_the_documented_fields(run_dir):
+@pytest.fixture
+def time_steps(trained_run):
+    return trained_run.config["time_steps"]
+
+
+def test_estimate_json_has_the_documented_fields(run_dir, time_steps):
     r = invoke("estimate", run_dir, "--target", "loihi-emu", "--profile", "loihi", "--cutoff", "topk", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
@@ -34,21 +36,22 @@ def test_estimate_json_has_the_documented_fields(run_dir):
     for key in ("mean_steps", "p95_steps", "accuracy", "full_accuracy", "T"):
         assert key in res["cutoff"], key
     c = res["cutoff"]
-    assert c["T"] == 8 and 1 <= c["mean_steps"] <= 8 and c["p95_steps"] <= 8
+    T = time_steps
+    assert c["T"] == T and 1 <= c["mean_steps"] <= T and c["p95_steps"] <= T
     assert res["spikes_per_sample"] > 0 and 0 < res["hidden_usage"] <= 1
     assert res["energy_per_sample_j"] > 0 and res["energy_profile"] == "loihi"
     # thresholds were calibrated on the training split and stored next to the run
     th = json.loads((run_dir / "cutoff_topk.json").read_text())
-    assert len(th["thresholds"]) == 8 and "train split" in th["calibration_set"]
+    assert len(th["thresholds"]) == T and "train split" in th["calibration_set"]
     assert (run_dir / "estimate-loihi-emu.json").exists()
 
 
-def test_cutoff_none_counts_every_step_and_cutoff_never_counts_more(run_dir):
+def test_cutoff_none_counts_every_step_and_cutoff_never_counts_more(run_dir, time_steps):
     full = json.loads(invoke("estimate", run_dir, "--target", "reference", "--cutoff", "none",
                              "--json").stdout)
     cut = json.loads(invoke("estimate", run_dir, "--target", "reference", "--cutoff", "topk",
                             "--json").stdout)
-    assert full["cutoff"]["mean_steps"] == 8 and full["cutoff"]["p95_steps"] == 8
+    assert full["cutoff"]["mean_steps"] == time_steps and full["cutoff"]["p95_steps"] == time_steps
     assert cut["spikes_per_sample"] <= full["spikes_per_sample"]
     assert cut["synops_per_sample"] <= full["synops_per_sample"]
     assert full["cutoff"]["accuracy"] == full["cutoff"]["full_accuracy"]
@@ -105,12 +108,12 @@ def test_a_users_profile_file_is_validated(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("target", ["reference", "snntorch"])
-def test_estimator_benchmark_reports_both_measurements(run_dir, target):
+def test_estimator_benchmark_reports_both_measurements(trained_run, target):
     """Behaviour only (timings are not asserted): both sides ran the same inputs, and the
     ratios are the ratios of the reported times."""
     from spikeport.bench import bench_estimator
 
-    r = bench_estimator(run_dir, target, samples=16, repeats=2, min_seconds=0.0)
+    r = bench_estimator(trained_run.path, target, samples=16, repeats=2, min_seconds=0.0)
     o, e = r["overhead"], r["end_to_end"]
     assert r["samples"] == 16 and r["passes"] >= 1
     assert o["inference_seconds"] > 0 and o["metrics_seconds"] > 0
@@ -120,14 +123,14 @@ def test_estimator_benchmark_reports_both_measurements(run_dir, target):
     assert e["median_pair_ratio"] > 0
 
 
-def test_bench_refuses_an_unknown_estimator_target_before_timing(run_dir):
-    r = invoke("bench", "--run", run_dir, "--estimator-targets", "reference,nosuch")
+def test_bench_refuses_an_unknown_estimator_target_before_timing(trained_run):
+    r = invoke("bench", "--run", trained_run.path, "--estimator-targets", "reference,nosuch")
     assert r.exit_code != 0
     assert "nosuch" in r.output and "Traceback" not in r.output
 
 
 @pytest.mark.parametrize("target", ["reference", "snntorch", "onnx", "loihi-emu"])
-def test_targets_declaring_binary_spikes_emit_only_zeros_and_ones(run_dir, target):
+def test_targets_declaring_binary_spikes_emit_only_zeros_and_ones(trained_run, target):
     """The estimator takes Target.binary_spikes on trust (it skips a pass over every spike
     array); this holds each built-in target to it. Lava: tests/test_e2e.py finds its spikes
     equal to loihi-emu's, bin for bin."""
@@ -137,8 +140,8 @@ def test_targets_declaring_binary_spikes_emit_only_zeros_and_ones(run_dir, targe
 
     tg = get_target(target)
     assert tg.counting.binary_spikes
-    graph, _ = artifacts.export_run_graph(run_dir, write=False)
-    x = artifacts.run_inputs(run_dir, 32).x
+    graph, _ = artifacts.export_run_graph(trained_run.path, write=False)
+    x = artifacts.run_inputs(trained_run.path, 32).x
     rec = run_in_batches(tg, tg.compile(graph, {}), x, 128)
     assert rec.spiking
     total = 0
@@ -150,7 +153,7 @@ def test_targets_declaring_binary_spikes_emit_only_zeros_and_ones(run_dir, targe
 
 
 def test_a_profile_with_part_of_the_memory_levels_is_refused_before_running(run_dir, tmp_path):
-    src = Path(__file__).resolve().parent.parent / "toolchain" / "estimate" / "profiles" / "ann-45nm.yaml"
+    src = Path(__file__).resolve().parent.parent / "toolchain" / "estimation" / "profiles" / "ann-45nm.yaml"
     text = src.read_text().replace("name: ann-45nm", "name: partial")
     start = text.index("  e_mem_32kb:")
     end = text.index("\n  e_", start + 5)
