@@ -20,17 +20,22 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from spikeport.exporters.lava.env import LavaEnvError, ensure_ready
+from spikeport.exporters.lava.watchdog import Watchdog, end_group
 from spikeport.core.errors import SpikeportError
 
 RUNNER = Path(__file__).resolve().parent / "runner.py"
 STOP_GRACE = 20.0  # seconds a timed-out runner gets to stop Lava cleanly before it is killed
+POLL_SECONDS = 0.5  # how often the bridge looks at the runner's process group
+STALL_SECONDS = 120.0  # no CPU time used by any simulator process for this long: ended
 
-__all__ = ["LavaEnvError", "LavaRunError", "LavaTimeoutError", "LavaRecording", "run_netx"]
+__all__ = ["LavaEnvError", "LavaRunError", "LavaTimeoutError", "LavaWorkerError", "LavaRecording",
+           "run_netx"]
 
 
 class LavaRunError(SpikeportError):
@@ -46,6 +51,11 @@ class LavaRunError(SpikeportError):
 
 class LavaTimeoutError(LavaRunError):
     """A Lava simulation that did not finish within its time limit (it was killed)."""
+
+
+class LavaWorkerError(LavaRunError):
+    """A Lava simulation ended by the watchdog: one of its processes died or was stopped,
+    or none of them made progress (the whole process group was ended)."""
 
 
 class LavaRecording(dict):
@@ -81,26 +91,21 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _kill_group(pid: int) -> None:
-    """Kill what is left of the runner's own process group (Lava forks workers)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _tail(text: str, n: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
 def run_netx(net_path: str | os.PathLike, spikes: np.ndarray, num_layers: int | None = None,
-             timeout: float = 600) -> LavaRecording:
+             timeout: float = 600, stall_seconds: float = STALL_SECONDS) -> LavaRecording:
     """Run the netx file on ``spikes`` (B, T, *input_shape) of 0/1 in one Lava run.
 
     Returns a :class:`LavaRecording` (a dict of per-layer arrays of shape
     (B, W, *layer_shape), W = T + latency of the last layer). ``num_layers`` is passed to
     ``netx.hdf5.Network`` (stop before unsupported trailing layers). ``timeout`` in seconds
-    bounds the whole subprocess, Lava import and compilation included.
+    bounds the whole subprocess, Lava import and compilation included. A watchdog
+    (:mod:`~spikeport.exporters.lava.watchdog`) ends the run early, with a
+    :class:`LavaWorkerError`, when a simulator process dies or is stopped, or when none of
+    them uses CPU time for ``stall_seconds``.
     """
     python = ensure_ready()
     net = Path(net_path).expanduser().resolve()
@@ -113,13 +118,19 @@ def run_netx(net_path: str | os.PathLike, spikes: np.ndarray, num_layers: int | 
             "output": str(tmp / "output.npz"),
             "status": str(tmp / "status.json"),
             "num_layers": None if num_layers is None else int(num_layers),
+            "progress": str(tmp / "progress.json"),
         }
         np.savez(request["input"], spikes=spikes.astype(np.uint8))
         (tmp / "request.json").write_text(json.dumps(request, indent=1))
         cmd = [str(python), str(RUNNER), str(tmp / "request.json")]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, cwd=tmp, env=_clean_env(), start_new_session=True)
-        stdout, stderr = _wait(proc, timeout, net, spikes.shape)
+        # output to files, not pipes: the bridge polls the runner instead of reading it, and
+        # a full pipe would block a chatty runner
+        with open(tmp / "stdout.txt", "w+") as out, open(tmp / "stderr.txt", "w+") as err:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=tmp,
+                                    env=_clean_env(), start_new_session=True)
+            dog = Watchdog(proc.pid, Path(request["progress"]), stall_seconds=stall_seconds)
+            _wait(proc, dog, timeout, net, spikes.shape, err)
+            stdout, stderr = (tmp / "stdout.txt").read_text(), (tmp / "stderr.txt").read_text()
         status_file = Path(request["status"])
         status = json.loads(status_file.read_text()) if status_file.is_file() else None
         _raise_on_failure(proc.returncode, status, stdout, stderr, net, python)
@@ -143,34 +154,60 @@ def _checked_input(net: Path, spikes) -> np.ndarray:
     return spikes
 
 
-def _wait(proc: subprocess.Popen, timeout: float, net: Path, shape) -> tuple[str, str]:
-    """The runner's (stdout, stderr) once it exits; past ``timeout`` it is stopped (its whole
-    process group) and a :class:`LavaTimeoutError` raised. Any other exception (Ctrl-C) also
-    ends the process group before it propagates."""
+def _wait(proc: subprocess.Popen, dog: Watchdog, timeout: float, net: Path, shape,
+          err) -> None:
+    """Return once the runner exits. Until then, poll it: a watchdog finding (a simulator
+    process died, was stopped, or made no progress) or the time limit ends the whole process
+    group and raises; so does any exception here (Ctrl-C) before it propagates."""
+    deadline = time.monotonic() + timeout
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        # SIGINT first: the runner stops Lava, whose shared-memory manager then frees its
-        # /dev/shm segments; whatever is left after a grace period is killed.
-        proc.send_signal(signal.SIGINT)
-        try:
-            stdout, stderr = proc.communicate(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid)
-            stdout, stderr = proc.communicate()
-        _kill_group(proc.pid)
-        steps = shape[0] * shape[1]
-        raise LavaTimeoutError(
-            f"Lava run of {net.name} ({shape[0]} samples x {shape[1]} steps"
-            f" = {steps} input steps) did not finish within {timeout:g} s and was killed",
-            "raise the timeout or run fewer samples or steps (the Lava CPU simulator "
-            "does roughly 25-100 steps per second)",
-            details=_tail(stderr)) from None
+        while True:
+            try:
+                proc.wait(timeout=POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            problem = dog.check()
+            if problem is not None:
+                end_group(proc.pid)
+                proc.wait()
+                raise LavaWorkerError(
+                    f"Lava run of {net.name} stopped: {problem}",
+                    "run it again; if it recurs, check the machine's memory and /dev/shm "
+                    "(`df -h /dev/shm`) and that nothing else signals the simulator",
+                    details=_tail(_read(err)))
+            if time.monotonic() > deadline:
+                _stop_after_timeout(proc)
+                steps = shape[0] * shape[1]
+                raise LavaTimeoutError(
+                    f"Lava run of {net.name} ({shape[0]} samples x {shape[1]} steps"
+                    f" = {steps} input steps) did not finish within {timeout:g} s and was killed",
+                    "raise the timeout or run fewer samples or steps (the Lava CPU simulator "
+                    "does roughly 25-100 steps per second)",
+                    details=_tail(_read(err)))
     except BaseException:
-        _kill_group(proc.pid)
+        end_group(proc.pid, grace=1.0)
+        proc.wait()
         raise
-    _kill_group(proc.pid)  # in case a failed run left Lava workers behind
-    return stdout, stderr
+    end_group(proc.pid, grace=1.0)  # in case a failed run left Lava workers behind
+
+
+def _stop_after_timeout(proc: subprocess.Popen) -> None:
+    """SIGINT first: the runner stops Lava, whose shared-memory manager then frees its
+    /dev/shm segments; whatever is left after a grace period is killed."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        pass
+    end_group(proc.pid)
+    proc.wait()
+
+
+def _read(f) -> str:
+    f.flush()
+    f.seek(0)
+    return f.read()
 
 
 def _raise_on_failure(returncode: int, status: dict | None, stdout: str, stderr: str,

@@ -20,6 +20,10 @@ Request (JSON object)
 ``status``      path of the status JSON to write
 ``num_layers``  optional, passed to ``netx.hdf5.Network`` (stop before unsupported
                 trailing layers, e.g. ``average``)
+``progress``    optional, path of a JSON file rewritten at each phase change:
+                ``{"phase": "import" | "build" | "run" | "stop" | "write"}``; the bridge's
+                watchdog (``watchdog.py``) reads it to tell a worker that died during the
+                simulation from workers that end with it
 
 Results
 -------
@@ -83,6 +87,16 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+
+def _phase(req: dict, name: str) -> None:
+    """Record the phase for the bridge's watchdog (atomically: write, then rename)."""
+    if not req.get("progress"):
+        return
+    path = Path(req["progress"])
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"phase": name, "time": time.time()}))
+    tmp.replace(path)
 
 
 def _fail(status_path: Path | None, exc: BaseException) -> int:
@@ -210,15 +224,17 @@ def _input_source(net, spikes: np.ndarray, interval: int, total: int, lava):
     return lava.Source(data=data)
 
 
-def _simulate(net, sinks, total: int, lava) -> list[np.ndarray]:
+def _simulate(net, sinks, total: int, lava, req: dict) -> list[np.ndarray]:
     """Run ``total`` steps in the fixed-point CPU simulator; what each sink recorded."""
     finished = False
     try:
+        _phase(req, "run")
         net.run(condition=lava.RunSteps(num_steps=total),
                 run_cfg=lava.Loihi2SimCfg(select_tag="fixed_pt"))
         recorded = [np.asarray(sink.data.get()) for sink in sinks]  # read before stop()
         finished = True
     finally:
+        _phase(req, "stop")
         try:
             net.stop()
         except Exception:
@@ -257,10 +273,12 @@ def run(req: dict) -> dict:
     n_samples, n_steps = spikes.shape[:2]
 
     t0 = time.perf_counter()
+    _phase(req, "import")
     lava = _import_lava()
     import_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    _phase(req, "build")
     num_layers = req.get("num_layers")
     # reset_interval=1 is a placeholder that makes netx build LIFReset neurons; the real
     # interval and per-block offsets are set by _schedule_resets, once latencies are known.
@@ -285,8 +303,9 @@ def run(req: dict) -> dict:
     build_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    recorded = _simulate(net, sinks, total, lava)
+    recorded = _simulate(net, sinks, total, lava, req)
     run_seconds = time.perf_counter() - t0
+    _phase(req, "write")
     out, layers = _per_sample(blocks, recorded, latency, interval, window, n_samples)
     np.savez(req["output"], **out)
     return {
