@@ -14,6 +14,10 @@ Every target executes the same :class:`Program`, built once from a ``nir.NIRGrap
 - ``dt`` is read from the graph metadata; a graph without it gets 1e-4 s and a warning, and
   its IF / I nodes are read with the per-step gain convention of the tools that write such
   graphs (v' = v + r x).
+- The graph is validated once, here (:mod:`spikeport.ir.checks`): parameters, shapes along
+  every edge, sizes against the memory budget. The shapes found are ``Program.shapes``;
+  every target's ``run`` passes its input through :func:`check_input` (the one check of an
+  input against the graph) and its recording through :func:`check_values`.
 """
 from __future__ import annotations
 
@@ -26,6 +30,9 @@ import numpy as np
 
 from spikeport.core import units
 from spikeport.core.errors import GraphError
+from spikeport.ir import checks
+from spikeport.ir.checks import (check_values, conv_padding, delay_steps, pair,  # noqa: F401
+                                 same_padding)
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +47,24 @@ class Program:
     dt: float
     metadata: dict = field(default_factory=dict)
     dt_from_metadata: bool = True
+    input_shape: tuple[int, ...] = ()      # one step of one sample at the graph input
+    shapes: dict[str, tuple[int, ...] | None] = field(default_factory=dict)  # node -> value
+    # shape per sample (None behind a node type spikeport does not know)
 
     @property
     def output(self) -> str:
         return self.graph_outputs[0]
+
+    def kinds(self) -> dict[str, str]:
+        """node -> its NIR type name."""
+        return {n: type(v).__name__ for n, v in self.nodes.items()}
+
+    def check_input(self, x) -> np.ndarray:
+        """``x`` (T, B, *input_shape) as float64, checked against this program
+        (:func:`check_input`): what every target's ``run`` calls first."""
+        step = sum(checks.budget.nbytes(s) for s in self.shapes.values() if s is not None)
+        return check_input(x, self.input_shape, step,
+                           checks.state_bytes(self.nodes, self.shapes, self.dt))
 
     def spiking_nodes(self) -> list[str]:
         return [n for n in self.order if isinstance(self.nodes[n], SPIKING)]
@@ -61,6 +82,7 @@ def _flatten(graph: nir.NIRGraph, prefix: str = ""):
     edges: list[tuple[str, str]] = []
     entries: dict[str, list[str]] = {}
     exits: dict[str, list[str]] = {}
+    _check_structure(graph, prefix)
     for name, node in graph.nodes.items():
         full = prefix + name
         if isinstance(node, nir.NIRGraph):
@@ -84,6 +106,28 @@ def _flatten(graph: nir.NIRGraph, prefix: str = ""):
     return nodes, edges, entries, exits
 
 
+def _check_structure(graph, prefix: str) -> None:
+    """A graph's nodes are a mapping of names to NIR nodes, its edges pairs of names."""
+    where = f"subgraph {prefix[:-1]!r}" if prefix else "the graph"
+    nodes, edges = getattr(graph, "nodes", None), getattr(graph, "edges", None)
+    if not isinstance(nodes, dict) or not nodes:
+        raise GraphError(f"{where} has no nodes (nodes: {type(nodes).__name__})",
+                         "build it as nir.NIRGraph(nodes={name: node}, edges=[(src, dst)])")
+    for name, node in nodes.items():
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"{where} has a node named {name!r}", "name every node by a non-empty string")
+        if not isinstance(node, nir.NIRNode):
+            raise GraphError(f"node {prefix + name!r} of {where} is a {type(node).__name__}, not a "
+                             "NIR node", "use the node classes of the nir package")
+    if not isinstance(edges, (list, tuple)):
+        raise GraphError(f"the edges of {where} are a {type(edges).__name__}",
+                         "give the edges as a list of (source, target) name pairs")
+    for e in edges:
+        if not (isinstance(e, (list, tuple)) and len(e) == 2 and all(isinstance(v, str) for v in e)):
+            raise GraphError(f"{where} has an edge {e!r} that is not a (source, target) pair of "
+                             "names", "give the edges as a list of (source, target) name pairs")
+
+
 def build_program(graph: nir.NIRGraph, dt: float | None = None) -> Program:
     nodes, edges, _, _ = _flatten(graph)
     # Input/Output nodes that no edge touches are leftovers of flattened subgraphs (the
@@ -101,11 +145,23 @@ def build_program(graph: nir.NIRGraph, dt: float | None = None) -> Program:
     top_outputs = _the_one(nodes, nir.Output, succs, "output")
     order, back = _order(nodes, succs, top_inputs[0])
     inputs = {n: [(s, (s, n) in back) for s in preds[n]] for n in nodes}
-    meta = dict(getattr(graph, "metadata", {}) or {})
+    meta = getattr(graph, "metadata", None)
+    meta = dict(meta) if isinstance(meta, dict) else {}
     dt, from_meta = _step(meta, dt)
     if not from_meta:
         nodes = _per_step_integrators(nodes, dt)
-    return Program(nodes, order, inputs, top_inputs, top_outputs, float(dt), meta, from_meta)
+    in_shape, shapes = checks.check_graph(nodes, order, inputs, top_inputs[0], dt)
+    return Program(nodes, order, inputs, top_inputs, top_outputs, float(dt), meta, from_meta,
+                   in_shape, shapes)
+
+
+def check_input(x, input_shape: tuple[int, ...], step_bytes: int = 0,
+                sample_bytes: int = 0) -> np.ndarray:
+    """The one check of an input array against a graph, used by every target's ``run``:
+    ``x`` as float64 (T, B, *input_shape), finite, with at least one step and one sample,
+    and a run of ``step_bytes`` recorded per step and sample plus ``sample_bytes`` of state
+    per sample within the memory budget (:func:`spikeport.ir.checks.check_input`)."""
+    return checks.check_input(x, input_shape, step_bytes, sample_bytes)
 
 
 def _check_edges(nodes: dict, edges: list[tuple[str, str]]) -> None:
@@ -160,19 +216,21 @@ def _order(nodes: dict, succs: dict, start: str) -> tuple[list[str], set[tuple[s
 def _step(meta: dict, dt: float | None) -> tuple[float, bool]:
     """(dt, read from the metadata?); refuses metadata this simulator does not implement."""
     from_meta = True
-    if dt is None:
+    if dt is not None:
+        dt = checks.check_dt(dt, "the dt option")
+    else:
         if "dt" in meta:
-            dt = float(meta["dt"])
+            dt = checks.check_dt(meta["dt"], "the graph's metadata dt")
         else:
             dt, from_meta = units.DEFAULT_DT, False
             warnings.warn("the NIR graph records no dt; assuming dt = 1e-4 s (snntorch's value) "
                           "and reading IF/I nodes with r as the per-step gain. Pass dt "
                           "explicitly if the graph was written for another step.",
                           stacklevel=3)
-    if not (dt > 0 and np.isfinite(dt)):
-        raise GraphError(f"dt must be a positive number of seconds, got {dt}", "pass e.g. dt=1e-4")
     for key, allowed in (("reset_mode", ("zero",)), ("discretisation", ("forward_euler",))):
-        if key in meta and str(meta[key]) not in allowed:
+        value = meta.get(key)
+        value = value.decode(errors="replace") if isinstance(value, bytes) else value
+        if key in meta and str(value) not in allowed:
             raise GraphError(f"graph metadata {key}={meta[key]!r} is not supported",
                              f"spikeport simulates {key} in {allowed}")
     return dt, from_meta
@@ -188,15 +246,10 @@ def _per_step_integrators(nodes: dict, dt: float) -> dict:
     for name, node in nodes.items():
         if isinstance(node, (nir.IF, nir.I)):
             new = copy.copy(node)
-            new.r = np.asarray(node.r, dtype=np.float64) / dt
+            with np.errstate(over="ignore"):  # an r that overflows is refused by the checks
+                new.r = checks.NodeCheck(name, node, dt).array("r") / dt
             out[name] = new
     return out
-
-
-def pair(v) -> tuple[int, int]:
-    """A NIR int-or-pair parameter (kernel, stride, padding, dilation) as (h, w)."""
-    v = np.atleast_1d(np.asarray(v)).astype(int)
-    return (int(v[0]), int(v[-1])) if v.size <= 2 else (int(v[0]), int(v[1]))
 
 
 def torch_conv_args(node) -> dict:
@@ -207,35 +260,6 @@ def torch_conv_args(node) -> dict:
     padding = node.padding if isinstance(node.padding, str) else conv(node.padding)
     return {"stride": conv(node.stride), "padding": padding, "dilation": conv(node.dilation),
             "groups": int(node.groups)}
-
-
-def same_padding(kernel, dilation) -> list[tuple[int, int]]:
-    """torch's "same" padding of a stride-1 convolution: (before, after) per spatial
-    dimension, d (k - 1) in total, the odd extra element after (right / bottom)."""
-    tot = [int(d) * (int(k) - 1) for k, d in zip(kernel, dilation)]
-    return [(t // 2, t - t // 2) for t in tot]
-
-
-def conv_padding(padding, kernel, dilation) -> list[tuple[int, int]]:
-    """(before, after) per spatial dimension of a convolution's or pool's zero padding:
-    an int per dimension (both sides), "valid" (none) or "same" (:func:`same_padding`)."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return [(0, 0)] * len(kernel)
-        if padding == "same":
-            return same_padding(kernel, dilation)
-        raise GraphError(f"unknown padding {padding!r}", "use integers, 'same' or 'valid'")
-    return [(int(p), int(p)) for p in padding]
-
-
-def delay_steps(node: nir.Delay, dt: float) -> int:
-    """The shift of a Delay node in steps, round(delay / dt). One non-negative value per
-    node: every target keeps a single buffer of that many steps."""
-    d = np.round(np.asarray(node.delay, dtype=np.float64) / dt)
-    if np.any(d < 0) or not np.all(d == d.flat[0]):
-        raise GraphError("Delay with negative or per-neuron different delays is not supported",
-                         "use one non-negative delay per Delay node")
-    return int(d.flat[0])
 
 
 def summed_input(program: Program, name: str, cur: dict, prev: dict):
