@@ -53,8 +53,9 @@ from onnx import helper
 from spikeport.core.errors import GraphError
 from spikeport.core.io import atomic_write
 from spikeport.core.recording import Recording
-from spikeport.exporters.onnx_build import BUILDERS, DOUBLE, Ctx, Emitter, broadcast_shape, safe_name
-from spikeport.ir.program import SPIKING, Program, build_program, node_implementations
+from spikeport.exporters.onnx_build import BUILDERS, DOUBLE, Ctx, Emitter, safe_name
+from spikeport.ir.program import (SPIKING, Program, build_program, check_input, check_values,
+                                  node_implementations)
 
 OPSET = 17
 FORMAT = "spikeport-onnx/1"
@@ -123,53 +124,16 @@ class OnnxArtifact:
 # --------------------------------------------------------------------------- compile
 
 
-def _input_shape(program: Program) -> tuple[int, ...]:
-    name = program.graph_inputs[0]
-    t = getattr(program.nodes[name], "input_type", None)
-    shape = t.get("input") if isinstance(t, dict) else None
-    if shape is None:
-        raise GraphError(f"the graph input {name!r} has no known shape",
-                         "start the graph with nir.Input(input_type=np.array(shape))")
-    return tuple(int(s) for s in np.atleast_1d(np.asarray(shape)))
-
-
 def _fan_in(em: Emitter, program: Program, name: str, value: dict, shapes: dict, prev: dict):
     """(tensor, shape) of the summed input of ``name``: its edges added left to right in
-    edge order, a recurrent edge read from the state holding its source's previous value."""
-    terms, tshapes = [], []
-    for s, recurrent in program.inputs[name]:
-        if recurrent:
-            terms.append(prev[s]["input"])
-        else:
-            terms.append(value[s])
-            tshapes.append(shapes[s])
-    if not tshapes:
-        raise GraphError(f"node {name!r} has no input at the first step",
-                         "give every node a path from the graph input")
-    shape = tshapes[0]
-    for t in tshapes[1:]:
-        if len(t) != len(shape):
-            raise GraphError(f"node {name!r} sums inputs of shapes {tshapes}",
-                             "make every edge into a node carry the same shape")
-        shape = broadcast_shape(shape, np.zeros(t, dtype=np.int8), name=name)
+    edge order, a recurrent edge read from the state holding its source's previous value.
+    Every edge into a node carries the same shape (checked with the graph)."""
+    terms = [prev[s]["input"] if recurrent else value[s] for s, recurrent in program.inputs[name]]
+    shape = next(shapes[s] for s, recurrent in program.inputs[name] if not recurrent)
     x = terms[0]
     for k, t in enumerate(terms[1:], 1):
         x = em.op("Add", [x, t], f"{safe_name(name)}__fanin{k}")
     return x, shape
-
-
-def _check_recurrent(rec_uses: list[tuple[str, str, tuple]], shapes: dict) -> None:
-    """Each recurrent edge (consumer, source, consumer input shape) must carry a value that
-    broadcasts to the consumer's input shape without growing it."""
-    for consumer, s, shape in rec_uses:
-        try:
-            fits = len(shapes[s]) == len(shape) and np.broadcast_shapes(shape, shapes[s]) == shape
-        except ValueError:
-            fits = False
-        if not fits:
-            raise GraphError(f"recurrent edge ({s!r}, {consumer!r}) carries shape {shapes[s]} "
-                             f"into a node whose input has shape {shape}",
-                             "make the recurrent weights map back to the node's input shape")
 
 
 def compile_program(program: Program) -> OnnxArtifact:
@@ -177,27 +141,24 @@ def compile_program(program: Program) -> OnnxArtifact:
     node_implementations(program, BUILDERS, "onnx")  # refuse unsupported nodes first
     em = Emitter()
     em.fresh(INPUT_NAME)
-    in_shape = _input_shape(program)
+    in_shape = tuple(program.input_shape)
     states: list[dict] = []
     rec_sources = sorted({s for s, _ in program.recurrent_edges()}, key=program.order.index)
     prev = {s: {"node": s, "kind": "prev", "shape": None, "new": None,
                 "input": em.fresh(f"state__{safe_name(s)}__prev")} for s in rec_sources}
     value: dict[str, str] = {}
     shapes: dict[str, tuple[int, ...]] = {}
-    rec_uses: list[tuple[str, str, tuple]] = []  # (consumer, source, consumer input shape)
     for name in program.order:
         node = program.nodes[name]
         if name == program.graph_inputs[0]:
             x, shape = INPUT_NAME, in_shape
         else:
             x, shape = _fan_in(em, program, name, value, shapes, prev)
-            rec_uses += [(name, s, shape) for s, r in program.inputs[name] if r]
         ctx = Ctx(em, name, program.dt, states)
         y, out_shape = BUILDERS.get(type(node).__name__).build(ctx, node, x, tuple(shape))
         value[name], shapes[name] = y, tuple(int(d) for d in out_shape)
     for s in rec_sources:
         prev[s]["shape"], prev[s]["new"] = shapes[s], value[s]
-    _check_recurrent(rec_uses, shapes)
     return _artifact(em, program, in_shape, value, shapes, states + [prev[s] for s in rec_sources])
 
 
@@ -293,11 +254,9 @@ def run(artifact: OnnxArtifact, x: np.ndarray, membranes: bool = False,
     """Run x (T, B, *input_shape) step by step; every node's value at every step (and, with
     ``nonzero``, where each node whose step values fit in ``HOT_STEP_BYTES`` is non-zero:
     ``Recording.nonzero``)."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 + len(artifact.input_shape) or tuple(x.shape[2:]) != artifact.input_shape:
-        raise GraphError(f"input has shape {x.shape}, the graph expects "
-                         f"(T, B, {', '.join(map(str, artifact.input_shape))})",
-                         "pass x with a time axis, a batch axis, then one step's input shape")
+    step = sum(math.prod(s) for s in artifact.shapes.values()) * 8
+    x = check_input(x, artifact.input_shape, 2 * step if membranes or nonzero else step,
+                    sum(math.prod(s.shape) for s in artifact.states) * 8)
     T, B = x.shape[:2]
     sess = session(artifact)
     names = [artifact.values[n] for n in artifact.order] + [s.output for s in artifact.states]
@@ -318,6 +277,7 @@ def run(artifact: OnnxArtifact, x: np.ndarray, membranes: bool = False,
             state[s.input] = outs[n_values + j]
         for n, k in mem_pos.items():
             mems[n][t] = outs[k]
+    check_values(values, spiking=artifact.spiking)
     return Recording(values, artifact.output, list(artifact.spiking), artifact.dt, mems,
                      nonzero=nzs)
 

@@ -18,7 +18,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from spikeport.core.errors import GraphError
 from spikeport.core.registry import Registry
 from spikeport.ir import neurons
 from spikeport.ir.program import conv_padding, delay_steps, pair
@@ -105,19 +104,10 @@ def _arr(v):
     return np.asarray(v, dtype=np.float64)
 
 
-def broadcast_shape(shape, *params, name="") -> tuple[int, ...]:
-    """Value shape (no batch) of ``x (B, *shape)`` combined element-wise with ``params``."""
-    try:
-        for p in params:
-            p = np.shape(p)
-            if len(p) > len(shape):
-                raise ValueError
-            shape = np.broadcast_shapes(shape, p)
-    except ValueError:
-        raise GraphError(f"node {name!r}: parameter shapes {[np.shape(p) for p in params]} do not "
-                         f"broadcast against its input shape {tuple(shape)}",
-                         "give the node parameters of its population shape") from None
-    return tuple(int(d) for d in shape)
+def broadcast_shape(shape, *params) -> tuple[int, ...]:
+    """Value shape (no batch) of ``x (B, *shape)`` combined element-wise with ``params``
+    (that they broadcast was checked with the graph: :mod:`spikeport.ir.checks`)."""
+    return tuple(int(d) for d in np.broadcast_shapes(tuple(shape), *(np.shape(p) for p in params)))
 
 
 # --------------------------------------------------------------------------- builders
@@ -139,11 +129,8 @@ class Affine:
     @staticmethod
     def build(c: Ctx, node, x, shape):
         w, b = _arr(node.weight), _arr(node.bias)
-        if w.ndim != 2 or not shape or shape[-1] != w.shape[1]:
-            raise GraphError(f"node {c.name!r} (Affine): weight {w.shape} does not fit input shape "
-                             f"{shape}", "fix the weight shape or the edges")
         y = c.op("MatMul", [x, c.const("wT", w.T)], "matmul")
-        out = broadcast_shape(tuple(shape[:-1]) + (w.shape[0],), b, name=c.name)
+        out = broadcast_shape(tuple(shape[:-1]) + (w.shape[0],), b)
         return c.add(y, c.const("b", b), "affine"), out
 
 
@@ -154,9 +141,6 @@ class Linear:
     @staticmethod
     def build(c: Ctx, node, x, shape):
         w = _arr(node.weight)
-        if w.ndim != 2 or not shape or shape[-1] != w.shape[1]:
-            raise GraphError(f"node {c.name!r} (Linear): weight {w.shape} does not fit input shape "
-                             f"{shape}", "fix the weight shape or the edges")
         return c.op("MatMul", [x, c.const("wT", w.T)], "matmul"), tuple(shape[:-1]) + (w.shape[0],)
 
 
@@ -167,33 +151,20 @@ class Scale:
     @staticmethod
     def build(c: Ctx, node, x, shape):
         s = _arr(node.scale)
-        return c.mul(x, c.const("s", s), "scale"), broadcast_shape(shape, s, name=c.name)
+        return c.mul(x, c.const("s", s), "scale"), broadcast_shape(shape, s)
 
 
 def _conv2d(c: Ctx, x, shape, w, b, stride, padding, dilation, groups, tag="conv"):
     """The reference's conv2d (spikeport.exporters.reference.conv2d) as Pad -> Gather (im2col) ->
-    MatMul -> Add(bias). x is (B, C, H, W); returns (y, (O, Ho, Wo))."""
-    if len(shape) != 3:
-        raise GraphError(f"node {c.name!r}: a 2-d convolution needs input (C, H, W), got {shape}",
-                         "feed it an image-shaped input")
+    MatMul -> Add(bias). x is (B, C, H, W); returns (y, (O, Ho, Wo)). Channels, groups,
+    padding, stride, dilation and the kernel's fit were checked with the graph
+    (:mod:`spikeport.ir.checks`)."""
     C, H, W = shape
     O, Cg, kh, kw = w.shape
     (sh, sw), (dh, dw) = stride, dilation
-    if groups < 1 or C != Cg * groups or O % groups:
-        raise GraphError(f"node {c.name!r}: weight {w.shape} with groups={groups} does not fit "
-                         f"{C} input channels", "fix the weight shape or groups")
-    try:
-        ph, pw = conv_padding(padding, (kh, kw), (dh, dw))
-    except GraphError as e:
-        raise GraphError(f"node {c.name!r}: {e.problem}", e.fix) from None
-    if min(*ph, *pw) < 0 or min(sh, sw, dh, dw) < 1:
-        raise GraphError(f"node {c.name!r}: negative padding or non-positive stride/dilation",
-                         "use padding >= 0, stride >= 1, dilation >= 1")
+    ph, pw = conv_padding(padding, (kh, kw), (dh, dw))
     Hp, Wp = H + ph[0] + ph[1], W + pw[0] + pw[1]
     eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    if Hp < eh or Wp < ew:
-        raise GraphError(f"node {c.name!r}: kernel {(kh, kw)} (dilation {(dh, dw)}) is larger "
-                         f"than the padded input {(Hp, Wp)}", "use a smaller kernel or more padding")
     Ho, Wo = (Hp - eh) // sh + 1, (Wp - ew) // sw + 1
     if ph != (0, 0) or pw != (0, 0):
         pads = c.em.ints(c.h(f"{tag}_pads"), [0, 0, ph[0], pw[0], 0, 0, ph[1], pw[1]])
@@ -237,9 +208,6 @@ class Conv1d:
 
     @staticmethod
     def build(c: Ctx, node, x, shape):
-        if len(shape) != 2:
-            raise GraphError(f"node {c.name!r}: a 1-d convolution needs input (C, L), got {shape}",
-                             "feed it a (channels, length) input")
         w = _arr(node.weight)[:, :, None, :]
         p = node.padding
         padding = p if isinstance(p, str) else (0, int(np.atleast_1d(p)[0]))
@@ -257,9 +225,6 @@ class Pool2d:
     @staticmethod
     def build(c: Ctx, node, x, shape):
         k, s, p = pair(node.kernel_size), pair(node.stride), pair(node.padding)
-        if len(shape) != 3:
-            raise GraphError(f"node {c.name!r}: pooling needs input (C, H, W), got {shape}",
-                             "feed it an image-shaped input")
         C = shape[0]
         y, out = _conv2d(c, x, shape, np.ones((C, 1, *k)), np.zeros(C), s, p, (1, 1), C, "pool")
         if isinstance(node, nir.AvgPool2d):
@@ -274,9 +239,6 @@ class Flatten:
     @staticmethod
     def build(c: Ctx, node, x, shape):
         nd = len(shape)
-        if nd == 0:
-            raise GraphError(f"node {c.name!r} (Flatten) receives a scalar per sample",
-                             "flatten a tensor of rank >= 1")
         s, e = int(node.start_dim) % nd, int(node.end_dim) % nd
         new = tuple(shape[:s]) + (int(np.prod(shape[s:e + 1])),) + tuple(shape[e + 1:])
         return c.op("Reshape", [x, c.em.ints(c.h("shape"), [0, *new])], "flatten"), new
@@ -290,7 +252,7 @@ class Threshold:
     def build(c: Ctx, node, x, shape):
         th = _arr(node.threshold)
         z = c.op("Greater", [x, c.const("v_th", th)], "gt")
-        return c.op("Cast", [z], "z", to=DOUBLE), broadcast_shape(shape, th, name=c.name)
+        return c.op("Cast", [z], "z", to=DOUBLE), broadcast_shape(shape, th)
 
 
 @builder(nir.Delay)
@@ -365,7 +327,7 @@ class Neuron:
     def build(c: Ctx, node, x, shape):
         model = neurons.model_of(node)
         p = model.params(node, c.dt)
-        out = broadcast_shape(shape, *p.fields().values(), name=c.name)
+        out = broadcast_shape(shape, *p.fields().values())
         states = [c.state(kind, out) for kind in model.states]
         y, new = model.step(p.map(lambda k, v: Sym(c, c.const(k, v))), Sym(c, x),
                             tuple(Sym(c, s["input"]) for s in states), ONNX_OPS)

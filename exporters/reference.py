@@ -15,8 +15,8 @@ import nir
 import numpy as np
 
 from spikeport.ir import neurons
-from spikeport.ir.program import (Program, build_program, conv_padding, delay_steps,
-                                  node_implementations, pair, summed_input)
+from spikeport.ir.program import (Program, build_program, check_values, conv_padding,
+                                  delay_steps, node_implementations, pair, summed_input)
 from spikeport.core.recording import Recording
 from spikeport.core.registry import Registry
 
@@ -226,7 +226,7 @@ def compile_program(program: Program) -> dict[str, Kernel]:
 def simulate(program: Program, x: np.ndarray, membranes: bool = False) -> Recording:
     """Run ``program`` on x (T, B, *input_shape); every node's value at every step."""
     kernels = compile_program(program)
-    x = np.asarray(x, dtype=np.float64)
+    x = program.check_input(x)
     T = x.shape[0]
     prev: dict[str, np.ndarray] = {}
     state: dict[str, object] = {}
@@ -248,7 +248,9 @@ def simulate(program: Program, x: np.ndarray, membranes: bool = False) -> Record
                 mems.setdefault(name, []).append(k.membrane(st))
         prev = cur
     spiking = [n for n in program.order if getattr(kernels[n], "spiking", False)]
-    return Recording({n: np.stack(v) for n, v in values.items()}, program.output, spiking,
+    values = {n: np.stack(v) for n, v in values.items()}
+    check_values(values, program.kinds(), spiking)
+    return Recording(values, program.output, spiking,
                      program.dt, {n: np.stack(v) for n, v in mems.items()})
 
 

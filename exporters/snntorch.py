@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from spikeport.ir import neurons
-from spikeport.ir.program import (Program, build_program, delay_steps, node_implementations,
-                                  pair, summed_input, torch_conv_args)
+from spikeport.ir.program import (Program, build_program, check_values, delay_steps,
+                                  node_implementations, pair, summed_input, torch_conv_args)
 from spikeport.core.recording import Recording
 from spikeport.core.registry import Registry
 
@@ -344,9 +344,11 @@ def _compile(graph, options=None):
 
 @torch.no_grad()
 def _run(module: NIRModule, x: np.ndarray) -> Recording:
-    values = module.run(torch.as_tensor(np.asarray(x, dtype=np.float64)))
-    return Recording({n: v.numpy() for n, v in values.items()}, module.program.output,
-                     module.spiking_nodes(), module.program.dt)
+    values = module.run(torch.as_tensor(module.program.check_input(x)))
+    values = {n: v.numpy() for n, v in values.items()}
+    spiking = module.spiking_nodes()
+    check_values(values, module.program.kinds(), spiking)
+    return Recording(values, module.program.output, spiking, module.program.dt)
 
 
 def _register():

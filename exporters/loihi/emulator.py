@@ -21,6 +21,7 @@ from spikeport.exporters.loihi.quantize import LoihiNetwork
 from spikeport.exporters.reference import conv2d
 from spikeport.core.errors import GraphError
 from spikeport.core.recording import Recording
+from spikeport.ir.program import check_input
 
 
 def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False,
@@ -30,7 +31,9 @@ def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False,
     ``activity``: also record, per (step, neuron), whether the update had work to do --
     non-zero input (synaptic or bias) or non-zero state (current or voltage) before the
     update (ENERGY.md 1.5) -- in ``Recording.active``, for the estimator."""
-    x = np.asarray(x)
+    sizes = sum(layer.size for layer in net.layers)
+    # per step and sample: the weight sums, the spikes and their float copy (8 bytes each)
+    x = check_input(x, net.input_shape, 3 * 8 * sizes, 2 * 8 * sizes)
     T, B = x.shape[:2]
     if not np.all((x == 0) | (x == 1)):
         raise GraphError("the Loihi targets take binary input spikes, got analog values",

@@ -262,8 +262,7 @@ def quantize(graph: nir.NIRGraph, *, dt: float | None = None,
              allow_approximation: bool = False) -> LoihiNetwork:
     program = build_program(graph, dt)
     layers, flattens = _chain(program)
-    inp = program.nodes[program.graph_inputs[0]]
-    input_shape = tuple(int(v) for v in np.atleast_1d(inp.input_type["input"]))
+    input_shape = tuple(program.input_shape)
     approximations: list[str] = []
     out_layers, reports = [], []
     prev_shape = input_shape
@@ -334,6 +333,18 @@ def _drive(neu_name: str, neu, dt: float, syn_name: str, b: np.ndarray, n: int,
                   "v_leak as neuron bias; Affine bias approximated", [msg])
 
 
+def _rms_error(w_q: np.ndarray, w: np.ndarray, wmax: float) -> float:
+    """rms(w_q - w) / rms(w) (1 for rms(w) = 0); computed on w / wmax when the squares of
+    very large weights would overflow."""
+    with np.errstate(over="ignore"):
+        rms = float(np.sqrt(np.mean(w ** 2))) or 1.0
+        err = float(np.sqrt(np.mean((w_q - w) ** 2))) / rms
+    if np.isfinite(err) and np.isfinite(rms):
+        return err
+    w_q, w = w_q / wmax, w / wmax
+    return float(np.sqrt(np.mean((w_q - w) ** 2))) / (float(np.sqrt(np.mean(w ** 2))) or 1.0)
+
+
 def _layer(program: Program, syn_name: str, neu_name: str, rec_name: str | None,
            pool_name: str | None, prev_shape: tuple, allow_approximation: bool):
     """One synapse -> population layer in fixed point, and its report."""
@@ -341,6 +352,10 @@ def _layer(program: Program, syn_name: str, neu_name: str, rec_name: str | None,
     if np.any(neurons.params_of(neu, program.dt).v_reset != 0):
         _refuse(neu_name, neu, "resets to a non-zero value", "reset to zero (v_reset = 0)")
     w, b, conv, pop_shape = _synapse(program, syn_name, pool_name, prev_shape)
+    if tuple(pop_shape) != tuple(program.shapes[neu_name]):
+        _refuse(neu_name, neu, f"has shape {program.shapes[neu_name]} while its synapse "
+                f"{syn_name!r} gives {tuple(pop_shape)} values",
+                "give the population's parameters the shape of its synapse's output")
     n = w.shape[0]  # populations: neurons; convolutions: channels
     theta = _uniform(neu_name, "threshold", neu.v_threshold)
     drive = _drive(neu_name, neu, program.dt, syn_name, b, n, allow_approximation)
@@ -348,6 +363,10 @@ def _layer(program: Program, syn_name: str, neu_name: str, rec_name: str | None,
     if v_decay >= units.DECAY_UNITY:
         _refuse(neu_name, neu, "has tau_mem <= dt (vDecay 4096 does not fit 12 bits)",
                 "use a membrane time constant longer than dt")
+    if i_decay > units.DECAY_UNITY:
+        _refuse(neu_name, neu, f"has tau_syn < dt (iDecay {i_decay} is more than 4096: more "
+                "than the whole current would decay per step)",
+                "use a synaptic time constant of at least dt")
     w_eff = drive.gain.reshape(-1, *([1] * (w.ndim - 1))) * w
     w_rec_eff = None
     if rec_name is not None:
@@ -360,18 +379,27 @@ def _layer(program: Program, syn_name: str, neu_name: str, rec_name: str | None,
                np.abs(w_rec_eff).max(initial=0.0) if w_rec_eff is not None else 0.0)
     if theta <= 0:
         _refuse(neu_name, neu, "has a threshold <= 0", "use a positive threshold")
-    scale = units.loihi_scale(wmax, theta, np.abs(drive.v_bias).max(initial=0.0))
+    vbias_max = np.abs(drive.v_bias).max(initial=0.0)
+    if not (np.isfinite(wmax) and np.isfinite(vbias_max)):
+        _refuse(neu_name, neu, "has weights or a bias that overflow float64 once its input "
+                "gain is folded in", "scale the weights (or r, w_in) down")
+    scale = units.loihi_scale(wmax, theta, vbias_max)
+    if not scale > 0:
+        _refuse(neu_name, neu, f"cannot share one integer scale between its threshold "
+                f"{theta:g} and weights up to {wmax:g} (threshold x scale < 1 mantissa when the "
+                f"largest weight is {units.LOIHI_WEIGHT_MAX})",
+                "bring the weights and the threshold within a factor of about 250 of each "
+                "other (e.g. a larger threshold)")
     w_int, clipped = units.loihi_weights(w_eff, scale)
     w_rec_int = None
     if w_rec_eff is not None:
         w_rec_int, clipped_rec = units.loihi_weights(w_rec_eff, scale)
         clipped = max(clipped, clipped_rec)
     vth = units.loihi_threshold(theta, scale)
-    rms = float(np.sqrt(np.mean(w_eff ** 2))) or 1.0
     report = LayerReport(
         synapse=syn_name, neuron=neu_name, neuron_type=type(neu).__name__, scale=scale,
         weights_clipped_fraction=clipped,
-        weight_rms_error=float(np.sqrt(np.mean((w_int / scale - w_eff) ** 2)) / rms),
+        weight_rms_error=_rms_error(w_int / scale, w_eff, wmax),
         current_decay={"requested": drive.frac_i,
                        "realised": float(units.loihi_decay_fraction(i_decay)), "iDecay": i_decay},
         voltage_decay={"requested": drive.frac_v,

@@ -263,15 +263,25 @@ def _elementwise(c: NodeCheck, x: Shape) -> Shape:
     return c.broadcast(x, c.arrays)
 
 
+# the decay coefficient of each time constant (SEMANTICS.md 2: d = 1 - dt / tau)
+_DECAYS = {"d": "tau", "d_i": "tau_syn", "d_v": "tau_mem"}
+
+
 def _neuron(c: NodeCheck, x: Shape) -> Shape:
     out = c.broadcast(x, c.arrays)
-    p = neurons.params_of(c.node, c.dt)
+    with np.errstate(all="ignore"):
+        p = neurons.params_of(c.node, c.dt)
     for key, v in p.fields().items():
         v = np.asarray(v, dtype=np.float64)
         if not np.all(np.isfinite(v)):
             c.fail(f"its per-step coefficient {key} is not finite for dt = {c.dt:g} "
                    f"(e.g. dt / tau x r overflows float64)",
                    "use time constants, r and v_leak of realistic magnitude for this dt")
+        if key in _DECAYS and np.any(v < -1):
+            tau = _DECAYS[key]
+            c.fail(f"{tau} = {c.arrays[tau].min():g} s is shorter than dt / 2 = {c.dt / 2:g} s: "
+                   f"the forward-Euler update (1 - dt/{tau}) v grows without bound",
+                   f"use {tau} >= dt / 2, or a smaller dt")
     return out
 
 
@@ -515,12 +525,14 @@ def check_input(x, shape: Shape, step_bytes: int = 0, sample_bytes: int = 0) -> 
     return f
 
 
-def check_values(values: dict, kinds: dict[str, str] | None = None) -> None:
+def check_values(values: dict, kinds: dict[str, str] | None = None, spiking=()) -> None:
     """Refuse a recording in which some node's value overflowed float64 (inf or NaN): the
     graph's magnitudes are beyond what the simulation represents. ``values``: node ->
-    (T, B, ...) numpy array; ``kinds``: node -> NIR type, for the message."""
+    (T, B, ...) numpy array; ``kinds``: node -> NIR type, for the message; ``spiking``:
+    nodes whose values are 0 / 1 by construction, not looked at."""
+    skip = set(spiking)
     for name, v in values.items():
-        if v.dtype.kind == "f" and not np.isfinite(v).all():
+        if name not in skip and v.dtype.kind == "f" and not np.isfinite(v).all():
             t = int(np.argmax(~np.isfinite(v).reshape(v.shape[0], -1).all(axis=1)))
             kind = f" ({kinds[name]})" if kinds and name in kinds else ""
             raise GraphError(f"node {name!r}{kind} overflowed float64 at step {t}: its value is "
