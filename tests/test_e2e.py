@@ -1,19 +1,29 @@
-"""End to end: the default recipe through the CLI, as `make demo` runs it."""
+"""End to end: the default recipe through the CLI, as `make demo` runs it. The digits
+recipe is trained once for this module (about 20 s on 2 cores); the Lava test deploys a
+copy of that run."""
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
 
 from spikeport.cli import app
 
+runner = CliRunner()
 
-@pytest.mark.slow
-def test_default_digits_recipe_trains_to_97_percent_and_evaluates_identically(tmp_path):
-    runner = CliRunner()
-    out = tmp_path / "digits"
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """The default digits recipe trained once: (run directory, `train --json` summary)."""
+    out = tmp_path_factory.mktemp("e2e") / "digits"
     result = runner.invoke(app, ["train", "--recipe", "digits", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+    return out, json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_default_digits_recipe_trains_to_97_percent_and_evaluates_identically(digits_run):
+    out, summary = digits_run
     assert summary["test_accuracy"] >= 0.97, summary
     assert summary["test_f1"] >= 0.97, summary
     assert 0.05 < summary["hidden_usage"] < 0.95, summary  # neither silent nor saturated
@@ -22,12 +32,11 @@ def test_default_digits_recipe_trains_to_97_percent_and_evaluates_identically(tm
 
 
 @pytest.mark.slow
-def test_default_digits_run_deploys_to_lava_spike_exact_with_the_emulator(tmp_path):
+@pytest.mark.lava
+def test_default_digits_run_deploys_to_lava_spike_exact_with_the_emulator(digits_run, tmp_path):
     """The README's demo path: train -> export -> validate in the real Lava simulator over
     the whole test split."""
-    runner = CliRunner()
-    out = tmp_path / "digits"
-    assert runner.invoke(app, ["train", "--recipe", "digits", "--out", str(out)]).exit_code == 0
+    out = shutil.copytree(digits_run[0], tmp_path / "digits")  # export writes into the run
     r = runner.invoke(app, ["export", str(out), "--to", "loihi", "--json"])
     assert r.exit_code == 0, r.output
     assert (out / "model.net").exists() and (out / "loihi_report.json").exists()
