@@ -31,15 +31,31 @@ class Inputs:
 
 
 def read_graph(path: str | Path) -> nir.NIRGraph:
+    """The NIR graph in ``path``. Sizes are checked against the memory budget before anything
+    is read; NIR's own type check is not applied (it refuses legitimate graphs, e.g. grouped
+    convolutions): every graph is validated when a program is built from it
+    (:mod:`spikeport.ir.checks`). A netx file is refused as such."""
+    from spikeport.core import budget
+    from spikeport.exporters.loihi import netx
+
     path = Path(path)
     if not path.is_file():
         raise GraphError(f"NIR file not found: {path}", "pass a .nir file or a run directory")
+    if netx.kind(path) in ("netx", "foreign-netx"):
+        raise GraphError(f"{path} is a netx file, not a NIR graph",
+                         "pass the run's model.nir (or the run directory) instead")
+    budget.check_hdf5(path, f"the NIR file {path}", "pass a NIR graph of a size this machine "
+                      "can hold", GraphError)
     try:
-        return nir.read(str(path))
+        graph = nir.read(str(path), type_check=False)
     except Exception as e:  # h5py / nir raise many types for a bad file
-        raise GraphError(f"{path} is not a readable NIR graph ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})",
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise GraphError(f"{path} is not a readable NIR graph ({type(e).__name__}: {first})",
                          "pass a file written by nir.write (NIR 1.0)") from None
+    if not isinstance(graph, nir.NIRGraph):
+        raise GraphError(f"{path} holds a single {type(graph).__name__} node, not a graph",
+                         "write a nir.NIRGraph with Input and Output nodes")
+    return graph
 
 
 def export_run_graph(run_dir: str | Path, write: bool = True) -> tuple[nir.NIRGraph, Path]:

@@ -98,5 +98,6 @@ def check_hdf5(path: str | Path, what: str, fix: str,
     if big:
         size, name = max(big)
         total = sum(s for s, _ in big)
-        where = f"dataset {name!r}" if total == size else f"its datasets (the largest {name!r})"
+        where = (f"reading dataset {name!r}" if total == size
+                 else f"reading its datasets (the largest {name!r})")
         check_bytes(total, f"{what}: {where}", fix, error)

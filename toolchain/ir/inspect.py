@@ -12,11 +12,25 @@ PARAMS = ("weight", "bias", "tau", "tau_syn", "tau_mem", "r", "v_leak", "v_thres
           "v_reset", "w_in", "scale", "threshold", "delay", "kernel_size", "stride", "padding")
 
 
-def _shape(types: dict) -> list[int] | None:
-    for v in (types or {}).values():
-        if v is not None:
-            return [int(s) for s in np.atleast_1d(v)]
-    return None
+def _plain(v):
+    """A metadata value as plain JSON: text, finite numbers (others as text), lists, dicts."""
+    if isinstance(v, (bytes, np.bytes_)):
+        return bytes(v).decode(errors="replace")
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    elif isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, bytes):
+        return v.decode(errors="replace")
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, float) and not np.isfinite(v):
+        return str(v)
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    return str(v)
 
 
 def summarize(graph: nir.NIRGraph, dt: float | None = None) -> dict:
@@ -29,20 +43,25 @@ def summarize(graph: nir.NIRGraph, dt: float | None = None) -> dict:
     total_neurons = 0
     for name in program.order:
         node = program.nodes[name]
-        out_shape = _shape(getattr(node, "output_type", None))
+        shape = program.shapes.get(name)
+        out_shape = None if shape is None else list(shape)
         params = {}
         for p in PARAMS:
             v = getattr(node, p, None)
             if v is None or isinstance(v, str):
                 continue
-            a = np.asarray(v, dtype=np.float64)
-            if a.size == 0:
+            try:
+                a = np.asarray(v, dtype=np.float64)
+            except (TypeError, ValueError):  # a node type the checks do not know
+                continue
+            if a.size == 0 or not np.all(np.isfinite(a)):
                 continue
             params[p] = ({"shape": list(a.shape), "min": float(a.min()), "max": float(a.max())}
                          if a.size > 1 else float(a.reshape(-1)[0]))
         neurons = 0
         if isinstance(node, NEURONS):
-            neurons = int(np.asarray(getattr(node, "v_threshold", getattr(node, "tau", getattr(node, "r", 0)))).size)
+            neurons = int(np.prod(shape)) if shape is not None else int(np.asarray(
+                getattr(node, "v_threshold", getattr(node, "tau", getattr(node, "r", 0)))).size)
             total_neurons += neurons
         nodes.append({"name": name, "type": type(node).__name__, "output_shape": out_shape,
                       "neurons": neurons, "params": params,
@@ -54,8 +73,7 @@ def summarize(graph: nir.NIRGraph, dt: float | None = None) -> dict:
         "recurrent_edges": [list(e) for e in program.recurrent_edges()],
         "dt": program.dt,
         "dt_from_metadata": program.dt_from_metadata,
-        "metadata": {k: (v.tolist() if hasattr(v, "tolist") else v)
-                     for k, v in program.metadata.items()},
+        "metadata": {str(k): _plain(v) for k, v in program.metadata.items()},
         "warnings": [str(w.message) for w in caught],
     }
 
