@@ -23,6 +23,7 @@ from torch import nn
 from spikeport.ir import neurons
 from spikeport.ir.program import (Program, build_program, check_values, delay_steps,
                                   node_implementations, pair, summed_input, torch_conv_args)
+from spikeport.core.errors import GraphError
 from spikeport.core.recording import Recording
 from spikeport.core.registry import Registry
 
@@ -212,16 +213,30 @@ def _conv(node, dt):
     return m
 
 
+class _Unsupported(GraphError):
+    """A node this target cannot build; :class:`NIRModule` adds the node's name."""
+
+
+def _pool_args(node) -> tuple:
+    """(kernel, stride, padding) pairs of a pool; torch pools pad at most half a kernel."""
+    k, s, p = pair(node.kernel_size), pair(node.stride), pair(node.padding)
+    if any(pi > ki // 2 for pi, ki in zip(p, k)):
+        raise _Unsupported(f"({type(node).__name__}): padding {p} is more than half its kernel "
+                           f"{k}, which torch's pooling (the snntorch target) does not support",
+                           "use padding <= kernel // 2, or the reference or onnx target")
+    return k, s, p
+
+
 @maps(nir.AvgPool2d)
 def _avgpool(node, dt):
     """torch.nn.AvgPool2d (padding counted)"""
-    return nn.AvgPool2d(pair(node.kernel_size), pair(node.stride), pair(node.padding))
+    return nn.AvgPool2d(*_pool_args(node))
 
 
 @maps(nir.SumPool2d)
 def _sumpool(node, dt):
     """sum pooling: average pooling times the window size"""
-    return SumPoolNode(pair(node.kernel_size), pair(node.stride), pair(node.padding))
+    return SumPoolNode(*_pool_args(node))
 
 
 class SumPoolNode(nn.Module):
@@ -256,12 +271,18 @@ def _zero_reset(p: neurons.Params) -> bool:
     return bool(np.all(p.v_reset == 0))
 
 
+def _decays_in_unit_range(*decays) -> bool:
+    """snntorch clamps beta and alpha to [0, 1]; a time constant shorter than dt gives a
+    negative decay (1 - dt/tau), which only the explicit step computes as written."""
+    return all(bool(np.all(np.asarray(d) >= 0)) for d in decays)
+
+
 @maps(nir.LIF, nir.LI)
 def _leaky(node, dt):
     """snntorch Leaky behind an input gain (LI: no reset, membrane out; explicit update for
     a non-zero reset value)"""
     model, p = neurons.model_of(node), neurons.params_of(node, dt)
-    if model.spiking and not _zero_reset(p):
+    if (model.spiking and not _zero_reset(p)) or not _decays_in_unit_range(p.d):
         return ExplicitNeuron(model, p)
     th = p.v_threshold if model.spiking else np.inf
     return SnnLeaky(Gain(p.g, p.l), p.d, th, spiking=model.spiking)
@@ -284,7 +305,8 @@ def _cuba(node, dt):
     """snntorch Synaptic behind an input gain (CubaLI: no reset, membrane out; explicit
     update if g_v != 1, v_leak != 0 or a non-zero reset value)"""
     model, p = neurons.model_of(node), neurons.params_of(node, dt)
-    if np.all(p.g_v == 1.0) and np.all(p.l == 0.0) and (not model.spiking or _zero_reset(p)):
+    if np.all(p.g_v == 1.0) and np.all(p.l == 0.0) and (not model.spiking or _zero_reset(p)) \
+            and _decays_in_unit_range(p.d_i, p.d_v):
         th = p.v_threshold if model.spiking else np.inf
         return SnnSynaptic(Gain(p.g_i, 0.0 * p.g_i), p.d_i, p.d_v, th, model.spiking)
     return ExplicitNeuron(model, p)
@@ -296,8 +318,12 @@ class NIRModule(nn.Module):
     def __init__(self, program: Program):
         super().__init__()
         self.program = program
-        mods = {name: build(program.nodes[name], program.dt)
-                for name, build in node_implementations(program, NODE_MAP, "snntorch").items()}
+        mods = {}
+        for name, build in node_implementations(program, NODE_MAP, "snntorch").items():
+            try:
+                mods[name] = build(program.nodes[name], program.dt)
+            except _Unsupported as e:
+                raise GraphError(f"node {name!r} {e.problem}", e.fix) from None
         # ModuleDict keys may not contain dots.
         self.nodes = nn.ModuleDict({n.replace(".", "__"): m for n, m in mods.items()})
 
