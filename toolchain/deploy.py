@@ -41,31 +41,36 @@ class ExportResult:
 
 
 def export(run_dir: str | Path, to: str, allow_approximation: bool = False) -> ExportResult:
-    """Export a run's model into its run directory as ``to`` = nir, onnx or loihi."""
+    """Export a run's model into its run directory as ``to`` = nir, onnx or loihi. Every
+    export also writes ``model.nir``; the files of one export are committed together
+    (:func:`spikeport.core.io.transaction`): interrupted, it leaves the old ones as they were."""
     run_dir = io.require_run_dir(run_dir)
     if to not in EXPORT_FORMATS:
         raise SpikeportError(f"unknown export format {to!r}", "use --to nir, onnx or loihi")
-    graph, path = runs.export_run_graph(run_dir)  # every export leaves model.nir beside it
-    if to == "nir":
-        return ExportResult(str(path), "nir", nodes=len(graph.nodes))
-    if to == "onnx":
-        from spikeport.exporters import onnx as onnx_target
+    with io.transaction(run_dir) as tx:
+        graph, path = runs.export_run_graph(run_dir)  # staged in tx: committed with the rest
+        if to == "nir":
+            return ExportResult(str(path), "nir", nodes=len(graph.nodes))
+        if to == "onnx":
+            from spikeport.exporters import onnx as onnx_target
 
-        path = run_dir / runs.ONNX_FILE
-        onnx_target.save(onnx_target.compile(graph, {}), path)
-        return ExportResult(str(path), "onnx")
-    return _export_loihi(run_dir, graph, allow_approximation)
+            artifact = onnx_target.compile(graph, {})
+            tx.write_with(runs.ONNX_FILE, lambda p: onnx_target.save(artifact, p))
+            return ExportResult(str(run_dir / runs.ONNX_FILE), "onnx")
+        return _export_loihi(tx, run_dir, graph, allow_approximation)
 
 
-def _export_loihi(run_dir: Path, graph: nir.NIRGraph, allow_approximation: bool) -> ExportResult:
+def _export_loihi(tx: io.Transaction, run_dir: Path, graph: nir.NIRGraph,
+                  allow_approximation: bool) -> ExportResult:
     from spikeport.exporters.loihi import netx
     from spikeport.exporters.loihi.quantize import quantize
 
     net = quantize(graph, allow_approximation=allow_approximation)
-    path = netx.write(net, run_dir / runs.NETX_FILE)
-    report = run_dir / runs.LOIHI_REPORT_FILE
-    io.write_json(report, {"layers": net.report(), "approximations": net.approximations})
-    return ExportResult(str(path), "netx", report=str(report), layers=net.report(),
+    tx.write_with(runs.NETX_FILE, lambda p: netx.write(net, p))
+    tx.write_json(runs.LOIHI_REPORT_FILE,
+                  {"layers": net.report(), "approximations": net.approximations})
+    return ExportResult(str(run_dir / runs.NETX_FILE), "netx",
+                        report=str(run_dir / runs.LOIHI_REPORT_FILE), layers=net.report(),
                         approximations=net.approximations)
 
 
@@ -109,6 +114,8 @@ def run(run_or_graph: str | Path, target: str = "reference", *,
             with open(p, "wb") as f:  # a file object: numpy adds no ".npz" suffix
                 np.savez_compressed(f, **rec.values)
 
-        io.atomic_write(out, write)
+        out_path = Path(out).absolute()
+        with io.transaction(out_path.parent) as tx:  # a directory or read-only path: RunDirError
+            tx.write_with(out_path.name, write)
         result.recording = str(out)
     return result

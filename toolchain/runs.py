@@ -68,7 +68,8 @@ def export_run_graph(run_dir: str | Path, write: bool = True) -> tuple[nir.NIRGr
                          source=f"spikeport run {Path(run_dir).name} ({c.config.name})")
     path = Path(run_dir) / NIR_FILE
     if write:
-        io.atomic_write(path, lambda p: nir.write(str(p), graph))
+        with io.transaction(path.parent) as tx:  # joins the command's transaction, if one is open
+            tx.write_with(path.name, lambda p: nir.write(str(p), graph))
     return graph, path
 
 

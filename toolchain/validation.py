@@ -128,14 +128,16 @@ def validate(run_or_graph: str | Path, targets: list[str] | tuple[str, ...] = DE
              samples: int | None = None, input_file: str | Path | None = None,
              allow_approximation: bool = False, batch_size: int = 128) -> ValidationResult:
     """Validate a run directory (its test split) or a ``.nir`` file (with ``input_file``) on
-    ``targets``; a run directory also gets the result as ``validation.json``."""
+    ``targets``; a run directory also gets the result as ``validation.json``, committed
+    with the ``model.nir`` it was computed from (interrupted: neither changes)."""
     names = check_target_names(list(targets))
     if samples is not None and samples < 1:
         raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
-    graph, inputs, run_dir = runs.resolve(run_or_graph, input_file, samples)
-    result = compare_targets(graph, inputs.x, inputs.y, names, batch_size,
-                             options={"allow_approximation": allow_approximation})
-    result.inputs = inputs.source
-    if run_dir is not None:
-        io.write_json(Path(run_dir) / VALIDATION_FILE, result.to_json())
+    with io.run_transaction(run_or_graph) as tx:
+        graph, inputs, run_dir = runs.resolve(run_or_graph, input_file, samples)
+        result = compare_targets(graph, inputs.x, inputs.y, names, batch_size,
+                                 options={"allow_approximation": allow_approximation})
+        result.inputs = inputs.source
+        if tx is not None:
+            tx.write_json(VALIDATION_FILE, result.to_json())
     return result

@@ -17,6 +17,7 @@ p = 0.3 switched on; spikeport's models have no dropout, so calibration is deter
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def calibrate(run_dir: Path, T: int, epsilon: float, samples: int | None, batch_
     th = co.calibrate_topk(_output_per_step(rec), inputs.y, epsilon=epsilon,
                            calibration_set=f"{inputs.source}, reference target")
     th["calibration_samples"] = samples
-    co.save_thresholds(path, th)
+    with io.transaction(run_dir) as tx:  # joins estimate()'s: committed with its outputs
+        tx.write_with(TOPK_FILE, lambda p: co.save_thresholds(p, th))
     return th
 
 
@@ -191,9 +193,29 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
     """Estimate a run directory (its test split) or a ``.nir`` graph (on ``input_file``) as
     deployed on ``target``: see the module docstring. With a run directory, the result is
     also written to ``RUN/estimate-TARGET.json`` (:meth:`EstimateResult.as_dict`); with
-    ``plots``, PNG plots go into that directory and ``result.plots`` lists them."""
+    ``plots``, PNG plots go into that directory and ``result.plots`` lists them. Everything
+    an estimate writes (the JSON, the plots, the run's model.nir and calibration) is
+    committed together (:func:`spikeport.core.io.transaction`): interrupted, nothing
+    changes."""
     if cutoff not in CUTOFFS:
         raise SpikeportError(f"unknown cutoff {cutoff!r}", f"use one of: {', '.join(CUTOFFS)}")
+    if plots is not None:
+        io.check_dir_path(plots, "--plots")  # before the work, not after
+    if Path(run_or_graph).is_dir():
+        commit = io.run_transaction(run_or_graph)  # the run's files, and the plots anywhere
+    elif plots is not None:
+        commit = io.transaction(plots)
+    else:
+        commit = contextlib.nullcontext()  # a graph without plots: nothing to write
+    with commit as tx:
+        return _estimate(tx, run_or_graph, target, profile, cutoff, epsilon, samples, input_file,
+                         calibration_samples, batch_size, allow_approximation, plots)
+
+
+def _estimate(tx: io.Transaction | None, run_or_graph, target: str, profile: str | None,
+              cutoff: str, epsilon: float | None, samples: int | None, input_file,
+              calibration_samples: int | None, batch_size: int, allow_approximation: bool,
+              plots: str | Path | None) -> EstimateResult:
     graph, inputs, run_dir = artifacts.resolve(run_or_graph, input_file, samples)
     tg = get_target(target)
     names = [profile] if profile else list(tg.profiles)
@@ -214,9 +236,9 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
         metrics=m, pipeline_latency_steps=counted.pipeline_latency,
         first_sample=counted.first_sample)
     if run_dir is not None:
-        io.write_json(Path(run_dir) / f"estimate-{target}.json", result.as_dict())
+        tx.write_json(f"estimate-{target}.json", result.as_dict())
     if plots is not None:
         from spikeport.estimation.plots import write_plots
 
-        result.plots = [str(p) for p in write_plots(result, plots)]
+        result.plots = [str(p) for p in write_plots(result, plots, tx)]
     return result

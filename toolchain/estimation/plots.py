@@ -10,15 +10,20 @@ from spikeport.core import io
 from spikeport.estimation.report import EstimateResult
 
 
-def write_plots(result: EstimateResult, out_dir: str | Path) -> list[Path]:
-    """Write the PNG plots of ``result`` into ``out_dir``; returns their paths."""
+def write_plots(result: EstimateResult, out_dir: str | Path,
+                tx: io.Transaction | None = None) -> list[Path]:
+    """Write the PNG plots of ``result`` into ``out_dir``; returns their paths. The plots are
+    staged in ``tx`` (committed with the rest of a command's outputs) or, without one,
+    committed together on their own: interrupted, none of the old plots changes."""
+    if tx is None:
+        with io.transaction(out_dir) as own:
+            return write_plots(result, out_dir, own)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     written = []
     plots = [("spikes-per-layer", _spikes_per_layer), ("raster", _raster)]
     c = result.cutoff
@@ -28,8 +33,11 @@ def write_plots(result: EstimateResult, out_dir: str | Path) -> list[Path]:
     for name, draw in plots:
         fig = draw(plt, result)
         path = out / f"{result.target}-{name}.png"
-        io.atomic_write(path, lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format="png"))
-        plt.close(fig)
+        try:
+            tx.write_with(path.absolute(),
+                          lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format="png"))
+        finally:
+            plt.close(fig)
         written.append(path)
     return written
 
