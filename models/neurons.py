@@ -26,12 +26,20 @@ from typing import Annotated, Any
 
 import snntorch as snn
 import torch
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from snntorch import surrogate as sg
 
-from spikeport.core.registry import Params, Registry
+from spikeport.core.registry import Invalid, Params, Registry
 
-Positive = Annotated[float, Field(gt=0)]
+
+def _fits_float32(value: float) -> float:
+    """Values are used in float32, where anything beyond about 3.4e38 is inf."""
+    if value > 1e30:
+        raise Invalid(f"{value:g} is beyond what float32 computes with", "use a value up to 1e30")
+    return value
+
+
+Positive = Annotated[float, Field(gt=0), AfterValidator(_fits_float32)]
 Decay = Annotated[float, Field(ge=0, le=1)]
 
 SURROGATES: Registry = Registry("surrogate")

@@ -81,7 +81,10 @@ def _bad_recipe(tmp_path, **sections):
 @pytest.mark.parametrize("sections, message", [
     ({"time_steps": "'16'"}, "time_steps must be a positive integer, got '16'"),
     ({"train": "{batch_size: '32'}"}, "train.batch_size must be a positive integer, got '32'"),
-    ({"train": "{seed: true}"}, "train.seed must be an integer, got True"),
+    ({"train": "{seed: true}"}, "train.seed must be an integer from 0 to 4294967295, got True"),
+    ({"train": "{seed: -1}"}, "train.seed must be an integer from 0 to 4294967295, got -1"),
+    ({"dataset": "{name: digits, split_seed: 4294967296}"},
+     "dataset.split_seed must be an integer from 0 to 4294967295, got 4294967296"),
     ({"dataset": "{name: digits, test_fraction: lots}"},
      "dataset 'digits': dataset.test_fraction must be in (0, 1), got 'lots'"),
     ({"encoder": "{name: rate, gain: -1}"}, "encoder 'rate': encoder.gain must be a positive number"),
@@ -104,6 +107,9 @@ def test_a_wrong_value_anywhere_is_one_line_naming_the_file_and_key(tmp_path, se
 @pytest.mark.parametrize("override, message", [
     ("train.epochs=abc", "with train.epochs=abc: train.epochs must be a positive integer, got 'abc'"),
     ("model.threshold=[1]", "model.threshold must be a positive number, got [1]"),
+    ("model.threshold=1.0e+31", "model.threshold: 1e+31 is beyond what float32 computes with -- "
+                                "fix: use a value up to 1e30"),
+    ("model.surrogate_slope=1.0e+300", "model.surrogate_slope: 1e+300 is beyond what float32"),
     ("dataset.size=3", "dataset 'digits': unknown key dataset.size -- fix: use only: split_seed,"),
     ("train.epoch=3", "unknown key train.epoch -- fix: did you mean train.epochs?"),
 ])

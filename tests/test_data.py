@@ -81,5 +81,6 @@ def test_unknown_dataset_and_options():
         load_dataset("digits", size=3)
     with pytest.raises(ConfigError, match=r"dataset.test_fraction must be in \(0, 1\), got 1.5"):
         load_dataset("digits", test_fraction=1.5)
-    with pytest.raises(ConfigError, match="dataset.split_seed must be an integer, got '3'"):
+    with pytest.raises(ConfigError,
+                       match="dataset.split_seed must be an integer from 0 to 4294967295, got '3'"):
         load_dataset("digits", split_seed="3")

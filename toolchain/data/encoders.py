@@ -25,13 +25,20 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import torch
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-from spikeport.core.registry import Registry
+from spikeport.core.registry import Invalid, Registry
 
 ENCODERS: Registry = Registry("encoder", section="encoder")
 
-Positive = Annotated[float, Field(gt=0)]
+def _fits_float32(value: float) -> float:
+    """Values are used in float32, where anything beyond about 3.4e38 is inf."""
+    if value > 1e30:
+        raise Invalid(f"{value:g} is beyond what float32 computes with", "use a value up to 1e30")
+    return value
+
+
+Positive = Annotated[float, Field(gt=0), AfterValidator(_fits_float32)]
 
 
 @ENCODERS.register("rate", "Bernoulli spike per step with probability gain*x")

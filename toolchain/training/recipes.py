@@ -34,7 +34,7 @@ import spikeport.models as _models_pkg
 
 from spikeport.core.errors import ConfigError, SpikeportError
 from spikeport.core.registry import Invalid, Params, Registry, defaults_of, explain, parse_as
-from spikeport.data.datasets import DATASETS
+from spikeport.data.datasets import DATASETS, Seed
 from spikeport.data.encoders import ENCODERS
 from spikeport.models.architectures import check_model_params
 from spikeport.training.losses import LOSSES
@@ -51,7 +51,7 @@ class TrainParams(Params):
 
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 64
-    seed: int = 0
+    seed: Seed = 0
     eval_batch_size: PositiveInt = 256
 
 
@@ -156,8 +156,15 @@ def _read_yaml(path: Path) -> dict:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path} is not valid YAML{where}",
                           "fix the syntax of the recipe file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {path}: {e}", "check the recipe file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a YAML file",
+                          "pass a recipe .yaml file (a run's is its config.yaml)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text", "write the recipe as a YAML text file"
+                          ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path} ({e.strerror or type(e).__name__})",
+                          "check the recipe file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (name, dataset, model, ...)",
                           "see docs/cli.md for the recipe layout")
