@@ -105,3 +105,36 @@ def build_model(arch: str, input_shape, n_classes, **params) -> SpikingSequentia
     own = check_model_params(arch, params)
     neurons = Neurons.pop_from(own)
     return ARCHITECTURES.get(arch)(tuple(input_shape), n_classes, neurons, **own)
+
+
+class _CountedNeurons:
+    """Stands in for :class:`Neurons` while a model is sized: records each population's
+    shape and builds nothing (snntorch's neurons cannot be made on the meta device)."""
+
+    def __init__(self, neurons: Neurons):
+        self.kind, self.params, self.shapes = neurons.kind, neurons.params, []
+
+    def __call__(self, shape: tuple[int, ...]) -> nn.Module:
+        self.shapes.append(tuple(shape))
+        return nn.Identity()
+
+
+def model_size(arch: str, input_shape, n_classes, **params) -> tuple[int, int]:
+    """(parameters, neurons) of the model :func:`build_model` would build, counted without
+    allocating it: the synapses are made on torch's meta device (no memory, no random
+    numbers drawn) and each population counts its per-neuron parameters (beta, threshold,
+    and alpha for cuba)."""
+    own = check_model_params(arch, params)
+    counted = _CountedNeurons(Neurons.pop_from(own))
+    try:
+        with torch.device("meta"):
+            synapses = ARCHITECTURES.get(arch)(tuple(input_shape), n_classes, counted, **own)
+    except RuntimeError as e:  # a size beyond int64 cannot even be described
+        first = str(e).strip().splitlines()[0][:200]
+        raise ConfigError(f"model '{arch}': a layer is too large for torch to describe ({first})",
+                          "use smaller model sizes (hidden, channels, dense, kernel)") from None
+    neurons = sum(math.prod(shape) for shape in counted.shapes)
+    per_neuron = 3 if counted.kind == "cuba" else 2
+    params_ = sum(t.numel() for t in synapses.parameters()) + per_neuron * neurons
+    return int(params_), int(neurons)
+

@@ -136,3 +136,33 @@ def test_a_run_config_reads_back_from_its_yaml(tmp_path):
     again = load_run_config(tmp_path)
     assert again == cfg and again.to_yaml() == cfg.to_yaml()
     assert again.params("model", "arch")["channels"] == [16, 32]
+
+
+@pytest.mark.parametrize("override, limit, training, words", [
+    ("time_steps=1000000000000", None, True, "time_steps 1000000000000 x train.batch_size 128"),
+    ("model.hidden=[1000000000000]", None, True, "a model of 77,000,000,000,030 parameters"),
+    ("model={arch: conv, kernel: 2147483647}", None, False, "too large for torch to describe"),
+    # the batch is capped by the split (359 test examples): refused only under a small budget
+    ("train.eval_batch_size=1000000000000", "500K", False, "train.eval_batch_size 359 x 116"),
+])
+def test_a_config_beyond_the_memory_budget_is_refused_before_allocating(
+        tiny_recipe, monkeypatch, override, limit, training, words):
+    from spikeport.training.loop import build_components
+
+    if limit:
+        monkeypatch.setenv("SPIKEPORT_MEMORY_BUDGET", limit)
+    cfg = load_recipe(str(tiny_recipe), [override])
+    with pytest.raises(ConfigError) as e:
+        build_components(cfg, training=training)
+    assert words in e.value.problem, e.value.problem
+
+
+def test_a_diverging_training_stops_naming_the_epoch_and_the_learning_rate(tiny_recipe, tmp_path):
+    from spikeport.training.loop import train
+
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="training diverged: .*epoch 1.* nothing was written") as e:
+        train(str(tiny_recipe), out, ["optimizer={name: adam, lr: 1.0e+30, weight_decay: 1.0e+30}",
+                                      "dataset.test_fraction=0.8"])
+    assert "lower optimizer.lr (now 1e+30), e.g. --set optimizer.lr=1.0e+29" in e.value.fix
+    assert list(tmp_path.iterdir()) == []  # no run directory, no staging left behind

@@ -79,7 +79,16 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta:
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state_dict, meta) of a checkpoint written by :func:`save_checkpoint`, its structure
+    checked: a mapping with the format key, ``state_dict`` mapping parameter names to dense
+    real tensors of finite values, ``meta`` a mapping. Whether the tensors fit a model is
+    the caller's check (``spikeport.training.loop.load_run``)."""
     path = Path(path)
+    retrain = "retrain the run with `spikeport train --force`"
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory",
+                              "move the directory away, then retrain the run with "
+                              "`spikeport train --force`")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}",
                               "train the run first with `spikeport train`, or pass the right run directory")
@@ -87,19 +96,53 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any failure to parse is a corrupt file, whatever torch raises
         raise CheckpointError(f"checkpoint {path} is corrupt or not a spikeport checkpoint "
-                              f"({type(e).__name__})",
-                              "retrain the run with `spikeport train --force`") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a spikeport checkpoint",
-                              "retrain the run with `spikeport train --force`")
-    return payload["state_dict"], payload.get("meta", {})
+                              f"({type(e).__name__})", retrain) from None
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    if not isinstance(fmt, str) or fmt != CHECKPOINT_FORMAT:
+        found = f" (format {fmt!r})" if isinstance(fmt, str) else ""
+        raise CheckpointError(f"{path} is not a spikeport checkpoint{found}", retrain)
+    state, meta = payload.get("state_dict"), payload.get("meta", {})
+    if not isinstance(state, dict):
+        what = "no state_dict" if state is None else f"a state_dict that is a {type(state).__name__}"
+        raise CheckpointError(f"checkpoint {path} has {what}, not a mapping of parameter "
+                              "names to tensors", retrain)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}: meta is a {type(meta).__name__}, not a "
+                              "mapping", retrain)
+    for key, value in state.items():
+        _check_checkpoint_tensor(path, key, value, retrain)
+    return state, meta
+
+
+def _check_checkpoint_tensor(path: Path, key: Any, value: Any, fix: str) -> None:
+    if not isinstance(key, str):
+        raise CheckpointError(f"checkpoint {path}: state_dict key {key!r} is not a parameter "
+                              "name", fix)
+    if not isinstance(value, torch.Tensor):
+        raise CheckpointError(f"checkpoint {path}: state_dict[{key!r}] is a "
+                              f"{type(value).__name__}, not a tensor", fix)
+    if value.layout != torch.strided or value.is_complex() or value.is_quantized:
+        raise CheckpointError(f"checkpoint {path}: state_dict[{key!r}] is a {value.dtype} "
+                              f"{str(value.layout).removeprefix('torch.')} tensor, not a dense "
+                              "real one", fix)
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        raise CheckpointError(f"checkpoint {path}: state_dict[{key!r}] holds {bad} NaN or "
+                              "infinite values", fix)
 
 
 def require_run_dir(path: str | Path) -> Path:
     path = Path(path)
+    if path.is_file():
+        raise RunDirError(f"{path} is a file, not a run directory",
+                          "pass a directory written by `spikeport train --out DIR` (a .nir "
+                          "graph goes to run, validate, estimate or inspect)")
     if not path.is_dir():
         raise RunDirError(f"run directory not found: {path}",
                           "pass a directory written by `spikeport train --out DIR`")
+    if (path / CONFIG_FILE).is_dir():
+        raise RunDirError(f"{path / CONFIG_FILE} is a directory, not the run's config",
+                          "restore the run's config.yaml, or retrain with `spikeport train --force`")
     if not (path / CONFIG_FILE).is_file():
         raise RunDirError(f"{path} has no {CONFIG_FILE}: not a spikeport run directory",
                           "pass a directory written by `spikeport train --out DIR`")
@@ -111,6 +154,10 @@ def check_output_dir(path: str | Path, force: bool) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path} exists and is not a directory",
+                          "choose another --out path")
+    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise RunDirError(f"cannot create {path}: {blocked} is a file, not a directory",
                           "choose another --out path")
     if path.is_dir() and any(path.iterdir()) and not force:
         raise RunDirError(f"run directory {path} already exists",

@@ -14,6 +14,7 @@ stochastic encoder (rate) is repeatable and ``spikeport evaluate`` reproduces
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,13 +22,13 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from spikeport.models.architectures import build_model
+from spikeport.models.architectures import build_model, model_size
 from spikeport.models.network import SpikingSequential, record
-from spikeport.core import io
+from spikeport.core import budget, io
 from spikeport.training.recipes import RunConfig, load_recipe, load_run_config
 from spikeport.data.datasets import Dataset, load_dataset
 from spikeport.data.encoders import make_encoder
-from spikeport.core.errors import CheckpointError
+from spikeport.core.errors import CheckpointError, ConfigError
 from spikeport.core.recording import predict
 from spikeport.training.losses import make_loss
 from spikeport.training.scores import HiddenUsage, classification_metrics
@@ -46,14 +47,45 @@ class Components:
     model: SpikingSequential
 
 
-def build_components(cfg: RunConfig) -> Components:
+def build_components(cfg: RunConfig, training: bool = False) -> Components:
+    """The run's dataset, encoder, loss and model (initialised from ``train.seed``), once the
+    memory they need fits the budget (:func:`check_memory`; ``training``: for training)."""
     dataset = load_dataset(cfg.dataset["name"], **cfg.params("dataset"))
     encoder = make_encoder(cfg.encoder["name"], **cfg.params("encoder"))
     loss = make_loss(cfg.loss["name"], **cfg.params("loss"))
+    check_memory(cfg, dataset, training)
     torch.manual_seed(cfg.train["seed"])  # weight initialisation
     model = build_model(cfg.model["arch"], dataset.input_shape, dataset.n_classes,
                         **cfg.params("model", "arch"))
     return Components(cfg, dataset, encoder, loss, model)
+
+
+def check_memory(cfg: RunConfig, dataset: Dataset, training: bool = False) -> None:
+    """Refuse a config whose model or batches cannot fit in memory, before any of it is
+    allocated (:mod:`spikeport.core.budget`). The bytes are lower bounds, float32: the
+    parameters (training: also their gradients and the optimiser's state), and per batch the
+    encoded input and, per neuron and step, its input current and its spikes."""
+    params, neurons = model_size(cfg.model["arch"], dataset.input_shape, dataset.n_classes,
+                                 **cfg.params("model", "arch"))
+    copies = 3 if training else 1
+    model_bytes = 4 * copies * params
+    budget.check_bytes(model_bytes, f"a model of {params:,} parameters ({neurons:,} neurons)"
+                       + (" with its gradients and optimiser state" if training else ""),
+                       "use smaller model sizes (hidden, channels, dense, kernel)", ConfigError)
+    T, features = cfg.time_steps, math.prod(dataset.input_shape)
+    batches = [("eval_batch_size", len(dataset.y_test))]
+    if training:
+        if len(dataset.y_train) == 0:
+            raise ConfigError(f"dataset.test_fraction {cfg.dataset.get('test_fraction')} leaves "
+                              "no training examples", "lower dataset.test_fraction, e.g. 0.2")
+        batches.insert(0, ("batch_size", len(dataset.y_train)))
+    for key, n in batches:
+        b = min(cfg.train[key], n)
+        values = features + 2 * neurons
+        budget.check_bytes(model_bytes + budget.nbytes((T, b, values), 4),
+                           f"a batch of time_steps {T} x train.{key} {b} x {values:,} values per "
+                           f"step ({features} inputs, {neurons:,} neurons x 2)",
+                           f"lower time_steps or train.{key}", ConfigError)
 
 
 def _optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
@@ -79,26 +111,43 @@ def fit(c: Components, progress: bool = True) -> list[dict]:
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(range(0, n, bs), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
                    leave=False, unit="batch")
-        for start in bar:
+        for batch, start in enumerate(bar):
             idx = order[start:start + bs]
             x = c.encoder(x_all[idx], T, gen)  # (T, B, C, H, W)
             y = y_all[idx]
             spikes = c.model(x)  # (T, B, classes)
             loss = c.loss(spikes, y)
+            value = loss.item()
+            if not math.isfinite(value):
+                _diverged(cfg, f"the loss is {value} at epoch {epoch + 1}, batch {batch + 1} "
+                               f"of {math.ceil(n / bs)}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total_loss += loss.item() * len(idx)
+            total_loss += value * len(idx)
             correct += (predict(spikes) == y).sum().item()
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
         sched.step()
+        bad = next((name for name, p in c.model.named_parameters()
+                    if not bool(torch.isfinite(p).all())), None)
+        if bad is not None:
+            _diverged(cfg, f"parameter {bad} is not finite after epoch {epoch + 1}")
         history.append({"epoch": epoch + 1, "loss": total_loss / seen, "accuracy": correct / seen})
         log.info("epoch %d: loss %.4f accuracy %.4f", epoch + 1, total_loss / seen, correct / seen)
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{epochs}  loss {total_loss / seen:.4f}  "
                        f"train accuracy {correct / seen:.4f}")
     return history
+
+
+def _diverged(cfg: RunConfig, what: str) -> None:
+    lr = cfg.optimizer["lr"]
+    lower = repr(float(f"{lr / 10:.3g}"))
+    if "e" in lower and "." not in lower:  # YAML reads 1e-05 as text, 1.0e-05 as a number
+        lower = lower.replace("e", ".0e")
+    raise ConfigError(f"training diverged: {what}; nothing was written",
+                      f"lower optimizer.lr (now {lr:g}), e.g. --set optimizer.lr={lower}")
 
 
 @torch.no_grad()
@@ -162,8 +211,8 @@ def train_run(cfg: RunConfig, out: str | Path, force: bool = False,
               progress: bool = True) -> TrainResult:
     """Train ``cfg`` and write the run directory ``out`` (config, checkpoint, metrics) in one
     commit; an existing directory is replaced only with ``force``."""
+    c = build_components(cfg, training=True)  # every config error surfaces here, before any write
     out = io.check_output_dir(out, force)
-    c = build_components(cfg)  # every config error surfaces here, before any write
     history = fit(c, progress=progress)
     metrics = evaluate(c, progress=progress)
     metrics["train_history"] = history
@@ -189,17 +238,55 @@ def train(recipe: str | Path | RunConfig, out: str | Path, overrides: list[str] 
 
 
 def load_run(run_dir: str | Path) -> Components:
+    """A run's components with its checkpoint loaded into the model, once the checkpoint's
+    structure (:func:`spikeport.core.io.load_checkpoint`) and its names, shapes and dtypes
+    (against the model its config.yaml builds) are checked."""
     run_dir = io.require_run_dir(run_dir)
     cfg = load_run_config(run_dir)
-    c = build_components(cfg)
     state, _ = io.load_checkpoint(run_dir / io.CHECKPOINT_FILE)
-    try:
-        c.model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint in {run_dir} does not match its config.yaml ({first})",
-                              "retrain the run with `spikeport train --force`") from None
+    c = build_components(cfg)
+    check_state(state, c.model, run_dir / io.CHECKPOINT_FILE)
+    c.model.load_state_dict(state)
     return c
+
+
+def check_state(state: dict[str, torch.Tensor], model: torch.nn.Module, source: Path) -> None:
+    """Refuse a state dict that does not fit ``model``: the first missing or unknown name,
+    the first tensor of another shape (both shapes named) or of a non-float dtype, the first
+    buffer (a value the config sets and training never changes: a fixed threshold or decay,
+    the reset mechanism) that differs from the config's."""
+    own = model.state_dict()
+    trained = {name for name, _ in model.named_parameters()}
+    fix = ("retrain the run with `spikeport train --force`, or restore the checkpoint.pt "
+           "that goes with this config.yaml")
+    where = f"checkpoint {source} does not match its config.yaml"
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    for keys, what in ((missing, "lacks"), (extra, "has an unknown entry")):
+        if keys:
+            more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+            raise CheckpointError(f"{where}: it {what} {keys[0]!r}{more}", fix)
+    for k, t in own.items():
+        v = state[k]
+        if tuple(v.shape) != tuple(t.shape):
+            raise CheckpointError(f"{where}: {k!r} has shape {tuple(v.shape)}, the config's "
+                                  f"model needs {tuple(t.shape)}", fix)
+        if t.is_floating_point() and not v.is_floating_point():
+            raise CheckpointError(f"{where}: {k!r} holds {v.dtype} values, the config's "
+                                  f"model needs {t.dtype}", fix)
+        if k not in trained and not torch.equal(v.to(t.dtype), t):
+            raise CheckpointError(f"{where}: {k!r}, which the config sets and training does not "
+                                  f"change, is {_brief(v)} in the checkpoint and {_brief(t)} in "
+                                  "the config", fix)
+
+
+def _brief(t: torch.Tensor) -> str:
+    """A tensor's value in a few characters: the value of a constant tensor, else its range."""
+    flat = t.reshape(-1)
+    if flat.numel() == 0:
+        return "empty"
+    lo, hi = flat.min().item(), flat.max().item()
+    return f"{lo:g}" if lo == hi else f"in [{lo:g}, {hi:g}]"
 
 
 def evaluate_run(run_dir: str | Path, progress: bool = False) -> Evaluation:
