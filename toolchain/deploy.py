@@ -99,7 +99,10 @@ def run(run_or_graph: str | Path, target: str = "reference", *,
     known = target_names()
     if target not in known:
         raise SpikeportError(f"unknown target {target!r}", f"use one of: {', '.join(known)}")
-    graph, inputs, _ = runs.resolve(run_or_graph, input_file, samples)
+    if out is not None and Path(out).is_dir():
+        raise SpikeportError(f"--out {out} is a directory", "pass a file name for the recording, "
+                             "e.g. --out rec.npz")
+    graph, inputs, _ = runs.resolve(run_or_graph, input_file, samples, targets=[target])
     t = get_target(target)
     rec = t.run(t.compile(graph, {}), inputs.x)
     output = rec.aligned(rec.output)

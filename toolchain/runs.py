@@ -7,15 +7,17 @@ optional ``y``, or from a registered dataset and the encoder settings given).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import nir
 import numpy as np
 import torch
 
-from spikeport.core import io
-from spikeport.core.errors import GraphError, SpikeportError
+from spikeport.core import budget, io
+from spikeport.core.errors import ConfigError, DataError, GraphError, RunDirError, SpikeportError
 
 NIR_FILE = "model.nir"
 ONNX_FILE = "model.onnx"
@@ -39,6 +41,9 @@ def read_graph(path: str | Path) -> nir.NIRGraph:
     from spikeport.exporters.loihi import netx
 
     path = Path(path)
+    if path.is_dir():
+        raise GraphError(f"{path} is a directory, not a NIR file",
+                         "pass a .nir file (a run's is written by `spikeport export RUN --to nir`)")
     if not path.is_file():
         raise GraphError(f"NIR file not found: {path}", "pass a .nir file or a run directory")
     if netx.kind(path) in ("netx", "foreign-netx"):
@@ -68,9 +73,25 @@ def export_run_graph(run_dir: str | Path, write: bool = True) -> tuple[nir.NIRGr
                          source=f"spikeport run {Path(run_dir).name} ({c.config.name})")
     path = Path(run_dir) / NIR_FILE
     if write:
-        with io.transaction(path.parent) as tx:  # joins the command's transaction, if one is open
-            tx.write_with(path.name, lambda p: nir.write(str(p), graph))
+        write_run_graph(graph, path)
     return graph, path
+
+
+def write_run_graph(graph: nir.NIRGraph, path: Path) -> Path:
+    """Write a run's graph to ``path`` (RUN/model.nir), refusing a directory in its place."""
+    if path.is_dir():
+        raise RunDirError(f"{path} is a directory, where the run's NIR graph belongs",
+                          f"move the directory away; spikeport writes the graph to {path.name}")
+    with io.transaction(path.parent) as tx:  # joins the command's transaction, if one is open
+        tx.write_with(path.name, lambda p: nir.write(str(p), graph))
+    return path
+
+
+def _check_samples(samples: int | None) -> None:
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int)
+                                or samples < 1):
+        raise SpikeportError(f"--samples must be a whole number >= 1, got {samples!r}",
+                             "pass a positive number of samples, or leave --samples out for all")
 
 
 def run_inputs(run_dir: str | Path, samples: int | None = None, split: str = "test") -> Inputs:
@@ -79,16 +100,24 @@ def run_inputs(run_dir: str | Path, samples: int | None = None, split: str = "te
     from spikeport.training.loop import EVAL_SEED_OFFSET, build_components
     from spikeport.training.recipes import load_run_config
 
-    cfg = load_run_config(io.require_run_dir(run_dir))
-    c = build_components(cfg)
+    _check_samples(samples)
     if split not in ("test", "train"):
         raise SpikeportError(f"unknown split {split!r}", "use 'test' or 'train'")
+    cfg = load_run_config(io.require_run_dir(run_dir))
+    c = build_components(cfg)
     offset = EVAL_SEED_OFFSET if split == "test" else EVAL_SEED_OFFSET + 1
     gen = torch.Generator().manual_seed(cfg.train["seed"] + offset)
     bs = cfg.train["eval_batch_size"]
     x_src = c.dataset.x_test if split == "test" else c.dataset.x_train
     y_src = c.dataset.y_test if split == "test" else c.dataset.y_train
     n = len(y_src) if samples is None else min(samples, len(y_src))
+    # the encoded split, then its concatenation (float32), before any of it is made
+    shape = (cfg.time_steps, n, *c.dataset.input_shape)
+    budget.check_bytes(2 * budget.nbytes(shape, 4),
+                       f"the {split} split of {run_dir} encoded: {cfg.time_steps} steps x {n} "
+                       f"samples x {math.prod(c.dataset.input_shape)} inputs",
+                       "use fewer samples (--samples), or a run with fewer time_steps",
+                       ConfigError)
     xs = []
     x_all = torch.from_numpy(x_src)
     # Encode batch by batch with the evaluation batch size, so the random stream (rate
@@ -99,39 +128,140 @@ def run_inputs(run_dir: str | Path, samples: int | None = None, split: str = "te
     return Inputs(x, y_src[:n], f"{cfg.dataset['name']} {split} split ({n} samples)")
 
 
+NPZ_FIX = "save inputs with np.savez(path, x=spikes (T, B, ...), y=labels (B,))"
+_DTYPE_WORDS = {"c": "complex numbers", "U": "text", "S": "bytes", "O": "Python objects",
+                "V": "records", "M": "dates", "m": "time deltas"}
+
+
+def _npz_header(data, key: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the array ``key`` of an open .npz, read from its header only."""
+    member = f"{key}.npy"
+    if member not in data.zip.namelist():
+        raise DataError(f"{path}: {key!r} is not a numpy array", NPZ_FIX)
+    with data.zip.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(f)
+    return tuple(int(s) for s in shape), dtype
+
+
+def _npz_array(data, key: str, path: Path, itemsize: int) -> np.ndarray:
+    """The numeric array ``key``: its dtype and size checked from the header, before the
+    array is read (a header can claim any shape)."""
+    shape, dtype = _npz_header(data, key, path)
+    if dtype.kind not in "biuf":
+        what = _DTYPE_WORDS.get(dtype.kind, f"values of dtype {dtype}")
+        raise DataError(f"{path}: {key} holds {what}, not numbers",
+                        f"save {key} as a numeric array" + (" of 0/1 spikes or real values"
+                                                             if key == "x" else " of class labels"))
+    budget.check_bytes(budget.nbytes(shape, dtype.itemsize) + budget.nbytes(shape, itemsize),
+                       f"{path}: {key} of shape {shape}", "split the inputs into smaller files, "
+                       "or use --samples on a smaller file", DataError)
+    return data[key]
+
+
+def _labels(y: np.ndarray, n: int, path: Path) -> np.ndarray:
+    """Labels y as int64 (B,): one whole number >= 0 per sample of x."""
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{path}: y has shape {y.shape}, x has {n} samples",
+                        f"save one label per sample: y of shape ({n},)")
+    f = y.astype(np.float64)
+    bad = ~np.isfinite(f) | (f < 0) | (f != np.round(f))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{path}: label y[{i}] = {y[i]!r} is not a class index (a whole "
+                        "number >= 0)", "save y as integer class indices")
+    return y.astype(np.int64)
+
+
 def npz_inputs(path: str | Path, samples: int | None = None) -> Inputs:
+    """Inputs from an .npz with ``x`` (T, B, ...) and optional labels ``y`` (B,), its first
+    ``samples``. Refused with the fix: a missing or unreadable file, a non-numeric x or y, an
+    x of fewer than 3 axes or larger than the memory budget, labels that are not one class
+    index per sample. What x must be for a particular graph (its per-step shape, finite
+    values, at least one step and one sample) is checked by :func:`check_inputs`."""
     path = Path(path)
+    _check_samples(samples)
+    if path.is_dir():
+        raise DataError(f"input file {path} is a directory", NPZ_FIX)
     if not path.is_file():
-        raise SpikeportError(f"input file not found: {path}", "pass an .npz with an array x (T, B, ...)")
+        raise DataError(f"input file not found: {path}", NPZ_FIX)
     try:
-        data = np.load(path, allow_pickle=False)
-        x = np.asarray(data["x"], dtype=np.float64)
-        y = np.asarray(data["y"]) if "y" in data.files else None
-    except KeyError:
-        raise SpikeportError(f"{path} has no array named 'x'",
-                             "save inputs with np.savez(path, x=spikes (T, B, ...), y=labels)") from None
-    except Exception as e:
-        raise SpikeportError(f"{path} is not a readable .npz ({type(e).__name__})",
-                             "save inputs with np.savez(path, x=..., y=...)") from None
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise DataError(f"{path} holds one array, not named arrays x and y", NPZ_FIX)
+            if "x" not in data.files:
+                raise DataError(f"{path} has no array named 'x'", NPZ_FIX)
+            x = _npz_array(data, "x", path, 8)
+            y = _npz_array(data, "y", path, 8) if "y" in data.files else None
+    except SpikeportError:
+        raise
+    except Exception as e:  # zipfile / numpy raise many types for a bad file
+        raise DataError(f"{path} is not a readable .npz ({type(e).__name__})", NPZ_FIX) from None
     if x.ndim < 3:
-        raise SpikeportError(f"{path}: x has shape {x.shape}, expected (T, B, ...)",
-                             "put time first, then batch")
+        raise DataError(f"{path}: x has shape {x.shape}, expected (T, B, ...)",
+                        "put time first, then batch, then one step's input shape")
+    if y is not None:
+        y = _labels(y, x.shape[1], path)
     if samples is not None:
         x = x[:, :samples]
         y = None if y is None else y[:samples]
     return Inputs(x, y, str(path))
 
 
+# Targets that take only 0/1 input spikes (Loihi's input is spike events).
+SPIKE_INPUT_TARGETS = ("loihi-emu", "lava")
+
+
+def check_inputs(graph: nir.NIRGraph, inputs: Inputs, targets: Sequence[str] = ()) -> Inputs:
+    """``inputs`` checked against ``graph`` before anything runs: x (T, B, *input shape) of
+    finite numbers with at least one step and one sample (the graph's own input check,
+    :meth:`spikeport.ir.program.Program.check_input`), only 0/1 when one of ``targets``
+    takes spikes only, labels within the graph's output classes. x comes back as float64."""
+    from spikeport.ir.program import build_program
+
+    program = build_program(graph)
+    x = program.check_input(inputs.x)
+    spikes_only = [t for t in targets if t in SPIKE_INPUT_TARGETS]
+    if spikes_only:
+        analog = (x != 0) & (x != 1)
+        if analog.any():
+            idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(analog)), x.shape))
+            raise DataError(f"target {spikes_only[0]} takes only 0/1 input spikes; {inputs.source} "
+                            f"holds {x[idx]:g} at index {idx} ({int(analog.sum())} values are "
+                            "not 0 or 1)", "pass binary spikes (encode with rate, latency or "
+                            "delta), or run on reference, snntorch or onnx")
+    y = inputs.y
+    if y is not None:
+        out = program.shapes.get(program.output)
+        if out is not None and len(out) != 1:
+            raise DataError(f"{inputs.source} has labels y, but the graph's output has shape "
+                            f"{out}, not one score per class", "pass x without y")
+        if out is not None and len(y) and int(y.max()) >= out[0]:
+            i = int(np.argmax(y >= out[0]))
+            raise DataError(f"{inputs.source}: label y[{i}] = {int(y[i])} is not a class of the "
+                            f"graph, whose output has {out[0]} classes",
+                            f"use labels 0 to {out[0] - 1}")
+    return Inputs(x, y, inputs.source)
+
+
 def resolve(run_or_graph: str | Path, input_file: str | Path | None = None,
-            samples: int | None = None) -> tuple[nir.NIRGraph, Inputs, Path | None]:
-    """(graph, inputs, run_dir or None) for a RUN_OR_GRAPH argument."""
+            samples: int | None = None, targets: Sequence[str] = ()
+            ) -> tuple[nir.NIRGraph, Inputs, Path | None]:
+    """(graph, inputs, run_dir or None) for a RUN_OR_GRAPH argument, the inputs checked
+    against the graph (:func:`check_inputs`; ``targets``: the targets they will run on).
+    RUN/model.nir is written only once the inputs passed."""
+    _check_samples(samples)
     p = Path(run_or_graph)
     if p.is_dir():
         io.require_run_dir(p)
-        graph, _ = export_run_graph(p, write=True)
+        graph, path = export_run_graph(p, write=False)
         inputs = npz_inputs(input_file, samples) if input_file else run_inputs(p, samples)
+        inputs = check_inputs(graph, inputs, targets)
+        write_run_graph(graph, path)
         return graph, inputs, p
     graph = read_graph(p)
     if input_file is None:
         raise SpikeportError(f"{p} is a graph without data", "pass --input FILE.npz with x (T, B, ...)")
-    return graph, npz_inputs(input_file, samples), None
+    return graph, check_inputs(graph, npz_inputs(input_file, samples), targets), None
