@@ -293,6 +293,11 @@ def _bad(tmp_path, mutate) -> Path:
      "static_power_included_in", "null"),
     (lambda r: r.update(static_power_included_in="e_synop"), "constants.p_static", "remove"),
     (lambda r: r.update(device="quantum"), "device", "event-driven"),
+    (lambda r: r["constants"]["e_synop"].update(unit="J"), "constants.e_synop.value", "unit"),
+    (lambda r: r["constants"]["p_static"].update(value=5e4, unit="W"), "constants.p_static.value",
+     "unit"),
+    (lambda r: r["constants"]["dt_step"].update(value=1e3, unit="s"), "constants.dt_step.value",
+     "unit"),
 ])
 def test_bad_profile_errors_name_file_key_and_fix(tmp_path, mutate, key, fix_word):
     path = _bad(tmp_path, mutate)
@@ -318,6 +323,24 @@ def test_a_profile_that_is_not_a_mapping(tmp_path):
     with pytest.raises(pr.ProfileError, match="is not a mapping") as e:
         pr.load_profile(p)
     assert "shipped profile" in e.value.fix
+
+
+def test_a_value_beyond_any_device_is_refused_as_a_wrong_unit(tmp_path):
+    # 23.6 J per synaptic op instead of 23.6 pJ: finite, non-negative, and 1e12 times too big
+    path = _bad(tmp_path, lambda r: r["constants"]["e_synop"].update(unit="J"))
+    with pytest.raises(pr.ProfileError, match=r"e_synop.value: 23.6 J is more than 1 J") as e:
+        pr.load_profile(path)
+    assert "check the unit" in e.value.fix
+
+
+def test_a_profile_that_is_not_text_or_not_a_file(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_bytes(b"\xff\xfe\x00name: x\n")
+    with pytest.raises(pr.ProfileError, match="is not UTF-8 text"):
+        pr.load_profile(p)
+    (tmp_path / "d.yaml").mkdir()
+    with pytest.raises(pr.ProfileError, match="is a directory"):
+        pr.load_profile(tmp_path / "d.yaml")
 
 
 def test_bad_yaml(tmp_path):
@@ -416,7 +439,25 @@ def test_energy_spinnaker2_single_neuron_figure():
     (dict(COUNTS, spikes=-1), "spikes"),
     (dict(COUNTS, spkes=3), "unknown count 'spkes'"),
     (dict(COUNTS, memory_accesses_64bit={"4kb": 1}), "unknown memory level"),
+    (dict(COUNTS, steps=float("nan")), "count steps = nan is not a finite number"),
+    (dict(COUNTS, memory_accesses_64bit={"8kb": float("nan")}), "8kb = nan is not a finite"),
+    (dict(COUNTS, memory_accesses_64bit={"8kb": "3"}), "8kb = '3' is not a finite"),
 ])
 def test_energy_bad_counts(counts, match):
+    profile = "ann-45nm" if "memory_accesses_64bit" in counts else "loihi"
     with pytest.raises(en.ProfileError, match=match):
-        en.energy(counts, "loihi")
+        en.energy(counts, profile)
+
+
+@pytest.mark.parametrize("dt_step", [float("nan"), float("inf"), 0.0, -1e-3, "1e-3", True])
+def test_energy_refuses_a_step_time_that_is_not_seconds(dt_step):
+    with pytest.raises(en.ProfileError, match="is not a step time in seconds"):
+        en.energy(COUNTS, "loihi", dt_step=dt_step)
+
+
+def test_energy_that_overflows_is_refused_not_reported_as_inf(tmp_path):
+    # two terms of 1.5e308 J each: finite, their sum is not; refused, never "inf J"
+    path = _bad(tmp_path, lambda r: [r["constants"][k].update(value=1, unit="J")
+                                     for k in ("e_synop", "e_spike")])
+    with pytest.raises(en.ProfileError, match="total_J is inf .*overflow"):
+        en.energy(dict(COUNTS, synops_ac=1.5e308, spikes=1.5e308), path)

@@ -98,8 +98,9 @@ def _memory_counts(key: str, levels, profile: Profile) -> dict[str, float]:
             raise ProfileError(f"profile {profile.name!r} has no e_mem_{lvl}",
                                "drop memory_accesses_64bit or use a profile with "
                                "memory constants (e.g. ann-45nm)")
-        if float(n) < 0:
-            raise ProfileError(f"negative count {key}.{lvl}", "counts are >= 0")
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n < 0:
+            raise ProfileError(f"count {key}.{lvl} = {n!r} is not a finite number >= 0",
+                               "pass per-sample counts as non-negative numbers")
     return {lvl: float(n) for lvl, n in levels.items()}
 
 
@@ -203,6 +204,10 @@ def energy(counts: dict, profile, dt_step: float | None = None) -> dict:
     """
     p = load_profile(profile)
     c = _check_counts(counts, p)
+    if dt_step is not None and (isinstance(dt_step, bool) or not isinstance(dt_step, (int, float))
+                                or not math.isfinite(dt_step) or dt_step <= 0):
+        raise ProfileError(f"dt_step = {dt_step!r} is not a step time in seconds",
+                           "pass a finite number of seconds > 0, e.g. dt_step=1e-3")
     bill = _Bill(p)
     bill.synops(c)
     bill.charge("neuron_updates_active", c["neuron_updates_active"], "e_neuron_active",
@@ -215,7 +220,7 @@ def energy(counts: dict, profile, dt_step: float | None = None) -> dict:
         bill.charge("spikes", c["spikes"], "e_spike")
     dt, static = bill.static(c, dt_step)
     bill.memory(c)
-    return {
+    result = {
         "profile": p.name,
         "profile_file": str(p.path),
         "device": p.device,
@@ -231,3 +236,19 @@ def energy(counts: dict, profile, dt_step: float | None = None) -> dict:
         "notes": list(p.notes),
         "naive": _naive(c),
     }
+    _check_finite(result, p)
+    return result
+
+
+def _check_finite(result: dict, profile: Profile) -> None:
+    """The last line of defence: no energy figure leaves as NaN or infinity (the inputs are
+    checked to be finite, but their products can overflow)."""
+    figures = {**{f"terms_J.{k}": v for k, v in result["terms_J"].items()},
+               "total_J": result["total_J"], "wall_time_s": result["wall_time_s"],
+               **{f"naive.{k}": v for k, v in result["naive"].items()
+                  if isinstance(v, float)}}
+    bad = next((k for k, v in figures.items() if v is not None and not math.isfinite(v)), None)
+    if bad is not None:
+        raise ProfileError(f"energy on profile {profile.name!r}: {bad} is {figures[bad]} (the "
+                           "counts times the profile's constants overflow)",
+                           "check the profile's values and units, and the counts")

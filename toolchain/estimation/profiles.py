@@ -51,6 +51,9 @@ CONSTANTS = {
     "e_mult_int8": ("energy", False),
     "e_mac_int8": ("energy", False),
 }
+# The largest value (SI) a constant of each kind may have: far above any published figure, so
+# that a value beyond it is a wrong unit or a typo (23.6 J for 23.6 pJ), not a device.
+SI_MAX = {"energy": (1.0, "1 J"), "power": (1e4, "10 kW"), "time": (60.0, "60 s")}
 MEMORY_LEVELS = ("8kb", "32kb", "1mb")
 BASES = ("simulated", "measured", "derived", "preset")
 MARKERS = ("primary", "secondary", "assumption")
@@ -118,6 +121,11 @@ class ProfileFile(_Schema):
             if entry.unit not in UNITS[kind]:
                 raise _rule(f"constants.{name}.unit", f"{entry.unit!r} is not a unit of {kind}",
                             f"use one of: {', '.join(UNITS[kind])}")
+            limit, words = SI_MAX[kind]
+            if entry.value * UNITS[kind][entry.unit] > limit:
+                raise _rule(f"constants.{name}.value", f"{entry.value:g} {entry.unit} is more "
+                            f"than {words}, beyond any device", f"check the unit: the value is "
+                            f"in {entry.unit} ({', '.join(UNITS[kind])} are accepted)")
         if "e_neuron_update" in c and ({"e_neuron_active", "e_neuron_idle"} & set(c)):
             raise _rule("constants.e_neuron_update", "given together with e_neuron_active / "
                         "e_neuron_idle", "keep either e_neuron_update or the active/idle pair")
@@ -257,6 +265,9 @@ def list_profiles() -> list[str]:
 def _resolve(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.is_file():
+        if p.is_dir():
+            raise ProfileError(f"energy profile {p} is a directory",
+                               f"pass a profile .yaml file or one of: {', '.join(list_profiles())}")
         if not p.is_file():
             raise ProfileError(f"energy profile file not found: {p}",
                                f"pass an existing file or one of: {', '.join(list_profiles())}")
@@ -275,10 +286,17 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
         return name_or_path
     path = _resolve(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ProfileError(f"energy profile {path} is not valid YAML ({type(e).__name__})",
                            "fix the YAML syntax (compare with a shipped profile)") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"energy profile {path} is not UTF-8 text",
+                           "write the profile as a YAML text file (compare with a shipped profile)"
+                           ) from None
+    except OSError as e:
+        raise ProfileError(f"cannot read energy profile {path} ({e.strerror or type(e).__name__})",
+                           "pass a readable profile file") from None
     try:
         return Profile.from_file(path, ProfileFile.model_validate(raw))
     except ValidationError as e:
