@@ -717,6 +717,22 @@ def test_a_damaged_run_directory_is_refused_naming_the_file(base, work, edit, co
     assert_kept(before, contents(run), allowed, str(args))
 
 
+# ------------------------------------------------------------------ last line of defence
+
+def test_a_non_finite_figure_is_refused_as_a_bug_before_it_is_printed_or_stored():
+    from spikeport.core.errors import SpikeportError
+    from spikeport.training.scores import non_finite, require_finite
+
+    figures = {"accuracy": 0.5, "per_layer": {"a": float("nan")}, "steps": [1.0, float("inf")],
+               "n": 3, "none": None}
+    assert non_finite(figures) == [("per_layer.a", pytest.approx(float("nan"), nan_ok=True)),
+                                   ("steps[1]", float("inf"))]
+    with pytest.raises(SpikeportError, match=r"estimate: per_layer.a came out as nan \(and 1 "
+                                             r"more\); nothing was written -- fix: .*bug"):
+        require_finite(figures, "estimate")
+    require_finite({"accuracy": 1.0, "hidden_usage": None}, "evaluation")  # passes
+
+
 # ------------------------------------------------------------- known, outside this suite
 
 @pytest.mark.xfail(strict=True, reason="estimation/cutoff.py cutoff_report: mean_oct is NaN "

@@ -19,6 +19,7 @@ from spikeport.core import io
 from spikeport.core.errors import SpikeportError
 from spikeport.core.recording import predict
 from spikeport.exporters.targets import get_target, target_names
+from spikeport.training.scores import require_finite
 
 EXPORT_FORMATS = ("nir", "onnx", "loihi")
 
@@ -112,6 +113,7 @@ def run(run_or_graph: str | Path, target: str = "reference", *,
         output_spikes_per_sample=float(output.sum() / n),
         spikes_per_sample={name: float(rec.aligned(name).sum() / n) for name in rec.spiking},
         accuracy=float((predict(output) == inputs.y).mean()) if inputs.y is not None else None)
+    require_finite(result.to_json(), f"run on {target}")
     if out is not None:
         def write(p):
             with open(p, "wb") as f:  # a file object: numpy adds no ".npz" suffix

@@ -31,7 +31,7 @@ from spikeport.data.encoders import make_encoder
 from spikeport.core.errors import CheckpointError, ConfigError
 from spikeport.core.recording import predict
 from spikeport.training.losses import make_loss
-from spikeport.training.scores import HiddenUsage, classification_metrics
+from spikeport.training.scores import HiddenUsage, classification_metrics, require_finite
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +216,7 @@ def train_run(cfg: RunConfig, out: str | Path, force: bool = False,
     history = fit(c, progress=progress)
     metrics = evaluate(c, progress=progress)
     metrics["train_history"] = history
+    require_finite(metrics, "training's figures")
     stage = io.StagedDir(out)
     try:
         io.write_text(stage.path / io.CONFIG_FILE, cfg.to_yaml())
@@ -292,4 +293,6 @@ def _brief(t: torch.Tensor) -> str:
 def evaluate_run(run_dir: str | Path, progress: bool = False) -> Evaluation:
     """Rebuild a run's model from its checkpoint and recompute its test figures."""
     c = load_run(run_dir)
-    return Evaluation(run_dir=str(run_dir), **evaluate(c, progress=progress))
+    metrics = evaluate(c, progress=progress)
+    require_finite(metrics, "evaluation")
+    return Evaluation(run_dir=str(run_dir), **metrics)

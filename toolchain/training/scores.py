@@ -1,5 +1,8 @@
 """Classification metrics and hidden-neuron usage.
 
+:func:`require_finite` is the last line of defence of every command's result: no figure
+leaves a command (printed or written) as NaN or infinity.
+
 Hidden-neuron usage (ENERGY.md 1.2): for the hidden populations H (every neuron population
 but the output one, :func:`spikeport.core.recording.hidden_populations`; in a trained model
 the output population is the last in forward order),
@@ -10,10 +13,13 @@ fractions are kept, never the spike trains.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
+from spikeport.core.errors import SpikeportError
 from spikeport.core.recording import hidden_populations
 
 
@@ -64,3 +70,28 @@ class HiddenUsage:
                 n: float(np.concatenate(self.active[n]).mean() / self.sizes[n])
                 for n in self.layers},
         }
+
+
+def non_finite(figures, path: str = "") -> list[tuple[str, float]]:
+    """(key path, value) of every float in ``figures`` (nested dicts, lists, tuples of
+    numbers) that is NaN or infinite."""
+    if isinstance(figures, (float, np.floating)):
+        return [] if math.isfinite(figures) else [(path or "value", float(figures))]
+    if isinstance(figures, dict):
+        return [bad for k, v in figures.items() for bad in non_finite(v, f"{path}.{k}".lstrip("."))]
+    if isinstance(figures, (list, tuple)):
+        return [bad for i, v in enumerate(figures) for bad in non_finite(v, f"{path}[{i}]")]
+    return []
+
+
+def require_finite(figures, what: str) -> None:
+    """Refuse to print or store ``figures`` (a command's result as a dict) holding NaN or
+    infinity. Inputs are checked where they enter, so this firing is a bug, said as such."""
+    bad = non_finite(figures)
+    if bad:
+        key, value = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise SpikeportError(f"{what}: {key} came out as {value}{more}; nothing was written",
+                             "this is a spikeport bug: please report it with the command and "
+                             "its inputs")
+
