@@ -8,6 +8,7 @@ without a traceback; 130 interrupted.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import sys
@@ -23,18 +24,42 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "validate and estimate their cost.")
 
 
+# Imported before a command runs, with Ctrl-C held back until they are loaded: an interrupt
+# inside torch's C++ initialisation aborts the process ("terminate called after throwing an
+# instance of 'python_error'"), and one inside numpy's or onnxruntime's leaves a broken module
+# that fails later with an unrelated traceback.
+_HEAVY_IMPORTS = ("numpy", "torch", "h5py", "onnxruntime")
+
+
 def user_errors(fn):
-    """Turn a SpikeportError into one line on stderr and exit code 2."""
+    """Turn a SpikeportError into one line on stderr and exit code 2, Ctrl-C into exit code
+    130 and a line saying what, if anything, was written."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from spikeport.core import interrupts
+
+        written_before = None
         try:
+            with interrupts.deferred(strict=True):
+                for name in _HEAVY_IMPORTS:
+                    try:
+                        importlib.import_module(name)
+                    except ImportError:
+                        pass  # the command that needs it says so
+            from spikeport.core import io
+
+            written_before = len(io.committed())
             return fn(*args, **kwargs)
         except SpikeportError as e:
             typer.echo(f"error: {e.one_line()}", err=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted: nothing was written", err=True)
+            written = [] if written_before is None else io.committed()[written_before:]
+            if written:  # Ctrl-C during a commit waits for it, so these are complete
+                typer.echo(f"interrupted after writing {', '.join(map(str, written))}", err=True)
+            else:
+                typer.echo("interrupted: nothing was written", err=True)
             raise typer.Exit(130) from None
 
     return wrapper

@@ -197,8 +197,12 @@ class StagedDir:
         try:
             with interrupts.deferred(strict=True), _os_errors(target):
                 old = _swap(self.path, target)
-                _fsync_dir(target.parent)
                 _COMMITTED.append(self.target)
+                _fsync_dir(target.parent)
+        except BaseException:
+            if _swap_journal(target).exists():  # half swapped: the next claim() finishes it
+                _COMMITTED.append(self.target)
+            raise
         finally:
             if lock is not None:
                 lock.release()
@@ -394,7 +398,7 @@ class Transaction:
         home = _absolute(self.directory)
         record = {"format": TRANSACTION_FORMAT, "pid": os.getpid(), "state": state,
                   "files": [[_to_record(home, s), _to_record(home, f)] for s, f in self.files]}
-        with _os_errors(self.record):
+        with _os_errors(home):  # the directory is what the user can fix, not the record
             _replace_file(self.record, json.dumps(record, indent=1).encode())
 
     def _open(self) -> None:
@@ -427,12 +431,12 @@ class Transaction:
                     _prepare_file(final)  # nothing has become a directory meanwhile
                 self._save("committed")  # the commit point
                 self.committed = True
+                _COMMITTED.extend(f for _, f in self.files)  # in place now, or by recover()
                 with _os_errors(home):
                     for staged, final in self.files:
                         os.replace(staged, final)
                     for d in {f.parent for _, f in self.files}:
                         _fsync_dir(d)
-                    _COMMITTED.extend(f for _, f in self.files)
                     os.unlink(self.record)
         finally:
             lock.release()
@@ -441,19 +445,20 @@ class Transaction:
     def _discard(self) -> None:
         """Undo: remove the staged files and the record, unless the commit point was passed
         (then the record rolls the commit forward, see :func:`transaction`)."""
-        if self.committed or (_read_json(self.record) or {}).get("state") == "committed":
-            self._forget()
-            return
-        with interrupts.deferred(strict=True):
-            for staged, _ in self.files:
-                _remove(staged)
-            _remove(self.record)
-            for d in reversed(self._made):
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    pass
-        self._forget()
+        try:
+            if self.committed or (_read_json(self.record) or {}).get("state") == "committed":
+                return
+            with interrupts.deferred(strict=True):
+                for staged, _ in self.files:
+                    _remove(staged)
+                _remove(self.record)
+                for d in reversed(self._made):
+                    try:
+                        os.rmdir(d)
+                    except OSError:
+                        pass
+        finally:
+            self._forget()  # what is left is a dead command's: the next recover() removes it
 
     def _forget(self) -> None:
         for staged, _ in self.files:
@@ -552,6 +557,8 @@ def claim(path: str | Path, command: str = "train") -> Iterator[Path]:
                 if (m and name.startswith(prefix) and m.group(2) in ("staging", "tmp")
                         and not _owner_alive(target.parent / name, int(m.group(1)))):
                     _remove(target.parent / name)
+        if target.is_dir():
+            recover(target)  # what a killed command left inside the old run
         yield Path(path)
     finally:
         lock.release()
@@ -836,7 +843,8 @@ def _os_errors(path: str | Path) -> Iterator[None]:
 def _fs_error(e: OSError, path: Path) -> RunDirError:
     text = str(e)
     if e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text:
-        return RunDirError(f"no space left on the device of {path.parent} (writing {path.name})",
+        where = path if os.path.isdir(path) else f"{path.parent} (writing {path.name})"
+        return RunDirError(f"no space left on the device of {where}",
                            "free some space, then run the command again; no file was replaced")
     if isinstance(e, IsADirectoryError):
         named = [Path(os.fsdecode(f)) for f in (e.filename2, e.filename) if f]

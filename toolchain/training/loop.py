@@ -30,6 +30,7 @@ from spikeport.data.datasets import Dataset, load_dataset
 from spikeport.data.encoders import make_encoder
 from spikeport.core.errors import CheckpointError, ConfigError
 from spikeport.core.recording import predict
+from spikeport.core import interrupts
 from spikeport.training.losses import make_loss
 from spikeport.training.scores import HiddenUsage, classification_metrics, require_finite
 
@@ -112,6 +113,7 @@ def fit(c: Components, progress: bool = True) -> list[dict]:
         bar = tqdm(range(0, n, bs), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
                    leave=False, unit="batch")
         for batch, start in enumerate(bar):
+            interrupts.check()  # Ctrl-C stops here, between batches (train_run)
             idx = order[start:start + bs]
             x = c.encoder(x_all[idx], T, gen)  # (T, B, C, H, W)
             y = y_all[idx]
@@ -162,6 +164,7 @@ def evaluate(c: Components, progress: bool = False) -> dict:
     x_all = torch.from_numpy(ds.x_test)
     for start in tqdm(range(0, len(x_all), bs), desc="evaluate", disable=not progress,
                       leave=False, unit="batch"):
+        interrupts.check()
         x = c.encoder(x_all[start:start + bs], T, gen)
         with record(c.model) as rec:
             out = c.model(x)
@@ -210,23 +213,26 @@ class TrainResult(Evaluation):
 def train_run(cfg: RunConfig, out: str | Path, force: bool = False,
               progress: bool = True) -> TrainResult:
     """Train ``cfg`` and write the run directory ``out`` (config, checkpoint, metrics) in one
-    commit; an existing directory is replaced only with ``force``."""
+    commit; an existing directory is replaced only with ``force``.
+
+    ``out`` is claimed for the whole run (:func:`spikeport.core.io.claim`): a second train to
+    the same directory fails at once. Ctrl-C stops training at the end of the current batch
+    (a second one at once), never inside a torch operation, and leaves any old run as it was.
+    """
     c = build_components(cfg, training=True)  # every config error surfaces here, before any write
-    out = io.check_output_dir(out, force)
-    history = fit(c, progress=progress)
-    metrics = evaluate(c, progress=progress)
-    metrics["train_history"] = history
-    require_finite(metrics, "training's figures")
-    stage = io.StagedDir(out)
-    try:
-        io.write_text(stage.path / io.CONFIG_FILE, cfg.to_yaml())
-        io.save_checkpoint(stage.path / io.CHECKPOINT_FILE, c.model.state_dict(),
-                           {"arch": cfg.model["arch"], "recipe": cfg.name})
-        io.write_json(stage.path / io.METRICS_FILE, metrics)
-        stage.commit()
-    except BaseException:
-        stage.discard()
-        raise
+    with io.claim(out):
+        out = io.check_output_dir(out, force)
+        with interrupts.deferred():
+            history = fit(c, progress=progress)
+            metrics = evaluate(c, progress=progress)
+            metrics["train_history"] = history
+            require_finite(metrics, "training's figures")
+            with io.StagedDir(out) as stage:
+                io.write_text(stage.path / io.CONFIG_FILE, cfg.to_yaml())
+                io.save_checkpoint(stage.path / io.CHECKPOINT_FILE, c.model.state_dict(),
+                                   {"arch": cfg.model["arch"], "recipe": cfg.name})
+                io.write_json(stage.path / io.METRICS_FILE, metrics)
+                interrupts.check()  # the last moment to stop without replacing anything
     return TrainResult(run_dir=str(out), **metrics)
 
 
