@@ -287,6 +287,8 @@ def test_training_at_numeric_edges_succeeds_with_finite_figures_or_writes_nothin
                                                          "metrics.json"]
         metrics = json.loads((out / "metrics.json").read_text())
         assert not _non_finite(metrics), metrics
+        state = torch.load(out / "checkpoint.pt", weights_only=True)["state_dict"]
+        assert all(bool(torch.isfinite(t).all()) for t in state.values()), f"{args}: NaN weights"
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -565,6 +567,11 @@ def test_hostile_input_arrays_are_refused_before_anything_runs(base, graph, work
     result = outcome(invoke(*args), args)
     allowed = () if result is None or not on_run else WRITES[command[0]]
     assert_kept(before, contents(*watched), allowed, str(args))
+    if result is not None:  # the figures are about the samples asked for
+        B = next((SHAPE_FAULTS[f] for f in spec["faults"] if f in SHAPE_FAULTS), (8, 3))[1]
+        assert result["samples"] == (B if samples is None else min(samples, B)), (args, result)
+        if command[0] == "run" and result["accuracy"] is not None:
+            assert 0 <= result["accuracy"] <= 1, (args, result)
 
 
 # -------------------------------------------------------------------------- energy profiles
