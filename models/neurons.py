@@ -32,14 +32,15 @@ from snntorch import surrogate as sg
 from spikeport.core.registry import Invalid, Params, Registry
 
 
-def _fits_float32(value: float) -> float:
-    """Values are used in float32, where anything beyond about 3.4e38 is inf."""
+def fits_float32(value: float) -> float:
+    """Values are used in float32, where anything beyond about 3.4e38 is inf (a pydantic
+    after-validator)."""
     if value > 1e30:
         raise Invalid(f"{value:g} is beyond what float32 computes with", "use a value up to 1e30")
     return value
 
 
-Positive = Annotated[float, Field(gt=0), AfterValidator(_fits_float32)]
+Positive = Annotated[float, Field(gt=0), AfterValidator(fits_float32)]
 Decay = Annotated[float, Field(ge=0, le=1)]
 
 SURROGATES: Registry = Registry("surrogate")

@@ -110,6 +110,7 @@ def test_a_wrong_value_anywhere_is_one_line_naming_the_file_and_key(tmp_path, se
     ("model.threshold=1.0e+31", "model.threshold: 1e+31 is beyond what float32 computes with -- "
                                 "fix: use a value up to 1e30"),
     ("model.surrogate_slope=1.0e+300", "model.surrogate_slope: 1e+300 is beyond what float32"),
+    ("optimizer.lr=1.0e+300", "optimizer.lr: 1e+300 is beyond what float32"),
     ("dataset.size=3", "dataset 'digits': unknown key dataset.size -- fix: use only: split_seed,"),
     ("train.epoch=3", "unknown key train.epoch -- fix: did you mean train.epochs?"),
 ])

@@ -268,10 +268,13 @@ NUMERIC_EDGES = ["optimizer.lr=1.0e+30", "optimizer.lr=1.0e+10", "optimizer.lr=1
                  "model.surrogate_slope=1.0e+30", "encoder.gain=1.0e+30", "encoder.gain=1.0e-30",
                  "model.beta=0.0", "model.beta=1.0", "time_steps=1",
                  "optimizer.weight_decay=1.0e+30", "loss.name=mse-count", "encoder.name=direct",
-                 "optimizer={name: adam, lr: 1.0e+30, weight_decay: 1.0e+30}"]
+                 "optimizer={name: adam, lr: 1.0e+30, weight_decay: 1.0e+30}",
+                 "optimizer.lr=1.0e+300", "optimizer={name: sgd, momentum: 1.0e+300}",
+                 "model.threshold=3.5e+38", "encoder.gain=3.5e+38", "model.surrogate_slope=1.0e+300",
+                 "dataset.test_fraction=0.9999"]
 
 
-@fuzz(16)
+@fuzz(30)
 @given(extra=st.lists(st.sampled_from(NUMERIC_EDGES), min_size=1, max_size=2, unique=True))
 def test_training_at_numeric_edges_succeeds_with_finite_figures_or_writes_nothing(work, extra):
     out = Path(tempfile.mkdtemp(dir=work)) / "run"

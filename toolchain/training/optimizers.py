@@ -9,15 +9,18 @@ from __future__ import annotations
 from typing import Annotated, Iterable
 
 import torch
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from spikeport.core.registry import Params, Registry
+from spikeport.models.neurons import fits_float32
 
 
 class OptimizerParams(Params):
-    lr: Annotated[float, Field(gt=0)] = 1e-3
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    momentum: Annotated[float, Field(ge=0)] = 0.9
+    """torch keeps these in float32 state: values above 1e30 are refused (1e300 overflowed)."""
+
+    lr: Annotated[float, Field(gt=0), AfterValidator(fits_float32)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0), AfterValidator(fits_float32)] = 0.0
+    momentum: Annotated[float, Field(ge=0), AfterValidator(fits_float32)] = 0.9
 
 
 # An optimiser is built for the model's parameters (``params``).
