@@ -89,6 +89,7 @@ class OnnxArtifact:
     output: str
     dt: float
     membranes: dict[str, str] = field(default_factory=dict)  # spiking node -> its "v" state output
+    transient_bytes: int = 0  # the most one node's step allocates and frees, per sample
 
     def metadata(self) -> dict:
         return {"format": FORMAT, "input_name": self.input_name,
@@ -97,7 +98,7 @@ class OnnxArtifact:
                 "states": [{"node": s.node, "kind": s.kind, "input": s.input, "output": s.output,
                             "shape": list(s.shape)} for s in self.states],
                 "spiking": self.spiking, "output": self.output, "dt": self.dt,
-                "membranes": self.membranes}
+                "membranes": self.membranes, "transient_bytes": self.transient_bytes}
 
     @classmethod
     def from_model(cls, model: onnx.ModelProto, source: str = "the ONNX model") -> "OnnxArtifact":
@@ -113,7 +114,8 @@ class OnnxArtifact:
                        states=[StateSpec(s["node"], s["kind"], s["input"], s["output"],
                                          tuple(s["shape"])) for s in meta["states"]],
                        spiking=list(meta["spiking"]), output=meta["output"],
-                       dt=float(meta["dt"]), membranes=dict(meta.get("membranes", {})))
+                       dt=float(meta["dt"]), membranes=dict(meta.get("membranes", {})),
+                       transient_bytes=int(meta.get("transient_bytes", 0)))
         except (KeyError, ValueError, TypeError) as e:
             raise GraphError(f"{source} is not a spikeport ONNX artifact (missing or unreadable "
                              f"'{METADATA_KEY}' metadata: {type(e).__name__})",
@@ -191,7 +193,7 @@ def _artifact(em: Emitter, program: Program, in_shape: tuple, value: dict, shape
     art = OnnxArtifact(model=model, input_name=INPUT_NAME, input_shape=in_shape,
                        order=list(program.order), values=value_out, shapes=shapes, states=specs,
                        spiking=program.spiking_nodes(), output=program.output, dt=program.dt,
-                       membranes=membranes)
+                       membranes=membranes, transient_bytes=program.transient_bytes)
     helper.set_model_props(model, {METADATA_KEY: json.dumps(art.metadata(), sort_keys=True)})
     onnx.checker.check_model(model)
     return art
@@ -256,7 +258,8 @@ def run(artifact: OnnxArtifact, x: np.ndarray, membranes: bool = False,
     ``Recording.nonzero``)."""
     step = sum(math.prod(s) for s in artifact.shapes.values()) * 8
     x = check_input(x, artifact.input_shape, 2 * step if membranes or nonzero else step,
-                    sum(math.prod(s.shape) for s in artifact.states) * 8)
+                    sum(math.prod(s.shape) for s in artifact.states) * 8
+                    + artifact.transient_bytes)
     T, B = x.shape[:2]
     sess = session(artifact)
     names = [artifact.values[n] for n in artifact.order] + [s.output for s in artifact.states]

@@ -882,6 +882,25 @@ def test_a_recording_beyond_the_memory_budget_is_refused_before_it_is_made(monke
             target.run(target.compile(mlp(), {}), x)
 
 
+def test_a_convolution_whose_windows_exceed_the_budget_for_the_batch_is_refused(monkeypatch):
+    """Padding 300 makes one sample's windows 26 MB: within a 40 MB budget at build time,
+    beyond it for a batch of two, before anything is allocated."""
+    from spikeport.core import budget
+
+    CASES["fixed cases"] += 1
+    monkeypatch.setenv(budget.ENV_VAR, "40M")
+    c = nir.Conv2d(input_shape=np.array([6, 6]), weight=weights((1, 1, 3, 3), 4), stride=1,
+                   padding=300, dilation=1, groups=1, bias=np.zeros(1))
+    g = _graph({"input": nir.Input(input_type=np.array([1, 6, 6])), "conv": c,
+                "output": nir.Output(output_type=np.array([1]))},
+               [("input", "conv"), ("conv", "output")])
+    for t in ("reference", "snntorch", "onnx"):
+        target = get_target(t)
+        with pytest.raises(GraphError, match=r"running 3 steps x 2 samples needs .* more than "
+                           r"the memory budget of 40 MB"):
+            target.run(target.compile(g, {}), spikes((1, 6, 6)))
+
+
 def test_a_huge_dataset_in_a_nir_file_is_refused_before_it_is_read(workdir):
     CASES["fixed cases"] += 1
     d = mlp().to_dict()

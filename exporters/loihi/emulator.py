@@ -32,8 +32,11 @@ def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False,
     non-zero input (synaptic or bias) or non-zero state (current or voltage) before the
     update (ENERGY.md 1.5) -- in ``Recording.active``, for the estimator."""
     sizes = sum(layer.size for layer in net.layers)
-    # per step and sample: the weight sums, the spikes and their float copy (8 bytes each)
-    x = check_input(x, net.input_shape, 3 * 8 * sizes, 2 * 8 * sizes)
+    # per step and sample: the weight sums, the spikes and their float copy (8 bytes each),
+    # and the windows of the convolutions, which run over every step at once
+    windows = sum(8 * layer.weight[0].size * layer.conv["groups"] * layer.size // layer.shape[0]
+                  for layer in net.layers if layer.conv is not None)
+    x = check_input(x, net.input_shape, 3 * 8 * sizes + windows, 2 * 8 * sizes)
     T, B = x.shape[:2]
     if not np.all((x == 0) | (x == 1)):
         raise GraphError("the Loihi targets take binary input spikes, got analog values",

@@ -110,6 +110,7 @@ class NodeCheck:
         self.name, self.node, self.dt = name, node, dt
         self.kind = type(node).__name__
         self.arrays: dict[str, np.ndarray] = {}
+        self.transient = 0  # bytes per sample a step of this node allocates and frees
 
     def fail(self, problem: str, fix: str) -> NoReturn:
         raise GraphError(f"node {self.name!r} ({self.kind}): {problem}", fix)
@@ -323,12 +324,14 @@ def _window(c: NodeCheck, x: Shape, kernel: Shape, stride: Shape, dilation: Shap
     reach = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
     c.fits(budget.nbytes((C,) + padded), f"the padded input {(C,) + padded}",
            "use less padding")
+    c.transient = budget.nbytes((C,) + padded)
     if any(p < r for p, r in zip(padded, reach)):
         c.fail(f"kernel {kernel} (dilation {dilation}) reaches {reach}, more than the padded "
                f"input {padded}", "use a smaller kernel or more padding, or fix the input shape")
     out = tuple((p - r) // s + 1 for p, r, s in zip(padded, reach, stride))
     c.fits(budget.nbytes((C,) + tuple(kernel) + out), f"its windows ({C} channels x kernel "
            f"{kernel} x output {out})", "use a smaller kernel or a larger stride")
+    c.transient += budget.nbytes((C,) + tuple(kernel) + out)
     return out
 
 
@@ -428,10 +431,12 @@ def input_shape(name: str, node) -> Shape:
 
 
 def check_graph(nodes: dict, order: list[str], inputs: dict[str, list[tuple[str, bool]]],
-                graph_input: str, dt: float) -> tuple[Shape, dict[str, Shape | None]]:
+                graph_input: str, dt: float) -> tuple[Shape, dict[str, Shape | None], int]:
     """Check every node's parameters and every edge's shape (module docstring); returns the
-    graph input's shape and every node's output shape (None behind a node type spikeport
-    does not know: the targets refuse those by name)."""
+    graph input's shape, every node's output shape (None behind a node type spikeport does
+    not know: the targets refuse those by name) and the largest number of bytes per sample
+    one node's step allocates and frees (a convolution's padded input and windows)."""
+    transient = 0
     in_shape = input_shape(graph_input, nodes[graph_input])
     if inputs[graph_input]:
         src = inputs[graph_input][0][0]
@@ -460,6 +465,7 @@ def check_graph(nodes: dict, order: list[str], inputs: dict[str, list[tuple[str,
         received[name] = x
         rule = SHAPES.get(c.kind)
         shapes[name] = None if rule is None or x is None else rule(c, x)
+        transient = max(transient, c.transient)
         if shapes[name] is not None:
             c.fits(budget.nbytes(shapes[name]), f"a value of shape {shapes[name]} per sample",
                    "use a smaller network")
@@ -469,7 +475,7 @@ def check_graph(nodes: dict, order: list[str], inputs: dict[str, list[tuple[str,
                 NodeCheck(name, nodes[name], dt).fail(
                     f"the recurrent edge from {s!r} carries shape {shapes[s]}, its other inputs "
                     f"{received[name]}", "make the recurrent weights map back to the node's input shape")
-    return in_shape, shapes
+    return in_shape, shapes, transient
 
 
 # --------------------------------------------------------------------------- run time
@@ -493,8 +499,9 @@ def check_input(x, shape: Shape, step_bytes: int = 0, sample_bytes: int = 0) -> 
     """``x`` as a float64 array (T, B, *shape), refused unless it holds finite numbers, at
     least one step and one sample, and one step of one sample has the graph input's
     ``shape``; and unless the run fits the memory budget: the recording of ``step_bytes``
-    per step and sample (counted twice: the steps, then their stack), ``sample_bytes`` of
-    state per sample and the float64 input."""
+    per step and sample (counted twice: the steps, then their stack), ``sample_bytes`` per
+    sample (state kept from step to step, and what one step allocates and frees) and the
+    float64 input."""
     shape = tuple(int(s) for s in shape)
     want = f"(T, B, {', '.join(map(str, shape))})"
     fix = "pass x with a time axis, a batch axis, then one step's input shape"

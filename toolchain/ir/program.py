@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 
-from spikeport.core import units
+from spikeport.core import budget, units
 from spikeport.core.errors import GraphError
 from spikeport.ir import checks
 from spikeport.ir.checks import (check_values, conv_padding, delay_steps, pair,  # noqa: F401
@@ -48,8 +48,10 @@ class Program:
     metadata: dict = field(default_factory=dict)
     dt_from_metadata: bool = True
     input_shape: tuple[int, ...] = ()      # one step of one sample at the graph input
-    shapes: dict[str, tuple[int, ...] | None] = field(default_factory=dict)  # node -> value
-    # shape per sample (None behind a node type spikeport does not know)
+    # node -> shape of its value for one sample (None behind a node type spikeport does
+    # not know: the targets refuse those by name)
+    shapes: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
+    transient_bytes: int = 0  # the most one node's step allocates and frees, per sample
 
     @property
     def output(self) -> str:
@@ -62,9 +64,9 @@ class Program:
     def check_input(self, x) -> np.ndarray:
         """``x`` (T, B, *input_shape) as float64, checked against this program
         (:func:`check_input`): what every target's ``run`` calls first."""
-        step = sum(checks.budget.nbytes(s) for s in self.shapes.values() if s is not None)
-        return check_input(x, self.input_shape, step,
-                           checks.state_bytes(self.nodes, self.shapes, self.dt))
+        step = sum(budget.nbytes(s) for s in self.shapes.values() if s is not None)
+        return check_input(x, self.input_shape, step, self.transient_bytes
+                           + checks.state_bytes(self.nodes, self.shapes, self.dt))
 
     def spiking_nodes(self) -> list[str]:
         return [n for n in self.order if isinstance(self.nodes[n], SPIKING)]
@@ -150,9 +152,9 @@ def build_program(graph: nir.NIRGraph, dt: float | None = None) -> Program:
     dt, from_meta = _step(meta, dt)
     if not from_meta:
         nodes = _per_step_integrators(nodes, dt)
-    in_shape, shapes = checks.check_graph(nodes, order, inputs, top_inputs[0], dt)
+    in_shape, shapes, transient = checks.check_graph(nodes, order, inputs, top_inputs[0], dt)
     return Program(nodes, order, inputs, top_inputs, top_outputs, float(dt), meta, from_meta,
-                   in_shape, shapes)
+                   in_shape, shapes, transient)
 
 
 def check_input(x, input_shape: tuple[int, ...], step_bytes: int = 0,
@@ -160,7 +162,7 @@ def check_input(x, input_shape: tuple[int, ...], step_bytes: int = 0,
     """The one check of an input array against a graph, used by every target's ``run``:
     ``x`` as float64 (T, B, *input_shape), finite, with at least one step and one sample,
     and a run of ``step_bytes`` recorded per step and sample plus ``sample_bytes`` of state
-    per sample within the memory budget (:func:`spikeport.ir.checks.check_input`)."""
+    and scratch per sample within the memory budget (:func:`spikeport.ir.checks.check_input`)."""
     return checks.check_input(x, input_shape, step_bytes, sample_bytes)
 
 
