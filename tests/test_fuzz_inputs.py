@@ -94,7 +94,7 @@ def outcome(r, args) -> dict | None:
 
 # Non-finite figures that come from code outside this suite's reach, each reproduced by a strict
 # xfail test below: when it is fixed, that test fails, and the entry and the mark go.
-KNOWN_NON_FINITE = {".cutoff.mean_oct", ".cutoff.report.mean_oct"}
+KNOWN_NON_FINITE: set[str] = set()
 
 
 def contents(*roots) -> dict[str, str]:
@@ -745,9 +745,6 @@ def test_a_non_finite_figure_is_refused_as_a_bug_before_it_is_printed_or_stored(
 
 # ------------------------------------------------------------- known, outside this suite
 
-@pytest.mark.xfail(strict=True, reason="estimation/cutoff.py cutoff_report: mean_oct is NaN "
-                   "when no sample is correct at T (should be null); KNOWN_NON_FINITE lets it "
-                   "pass above")
 def test_estimate_reports_no_nan_oracle_cutoff_when_nothing_is_correct(graph, work):
     path = work / "all-wrong.npz"
     np.savez(path, x=np.zeros((8, 2, 1, 8, 8)), y=np.array([1, 2]))  # silence: class 0 wins

@@ -259,7 +259,8 @@ def cutoff_report(o, y, exit_steps, forced=None) -> dict:
         "forced_definition": forced_definition,
         "accuracy_at_cutoff": float((at_cut == y).mean()),
         "accuracy_at_T": float(correct_T.mean()),
-        "mean_oct": float(oct_[correct_T].mean()) if correct_T.any() else float("nan"),
+        # the oracle is defined on the samples correct at T; none correct: no figure (null)
+        "mean_oct": float(oct_[correct_T].mean()) if correct_T.any() else None,
         "oct_definition": "earliest step from which the prediction stays correct; "
                           "mean over samples correct at T",
         "speedup": T / mean,

@@ -103,7 +103,8 @@ def _summary_lines(r: EstimateResult) -> list[str]:
                   f"median {c['median_steps']:.0f} / p95 {c['p95_steps']:.1f} of {c['T']} steps "
                   f"({c['speedup']:.2f}x fewer), forced {c['fraction_forced']:.3f}",
                   f"accuracy                {c['accuracy']:.4f} at cutoff, {c['full_accuracy']:.4f} at T; "
-                  f"oracle OCT {c['mean_oct']:.2f} steps"]
+                  "oracle OCT " + ("n/a (no sample correct at T)" if c["mean_oct"] is None
+                                    else f"{c['mean_oct']:.2f} steps")]
     if r.pipeline_latency_steps is not None:
         lines.append(f"pipeline latency        {r.pipeline_latency_steps} steps (Lava; add to every exit)")
     return lines
