@@ -524,6 +524,22 @@ def test_a_full_disk_while_writing_removes_what_was_staged(own_run, monkeypatch)
     assert digest(own_run) == before and hidden(own_run) == []
 
 
+def test_a_full_disk_while_training_names_the_run_not_its_staging_directory(
+        trained_run, tmp_path, monkeypatch):
+    real = io._fsync
+
+    def full(path):
+        if Path(path).name.startswith(".checkpoint.pt"):
+            raise OSError(28, "No space left on device")
+        real(path)
+
+    monkeypatch.setattr(io, "_fsync", full)
+    out = tmp_path / "run"
+    result = invoke("train", *trained_run.train_args, "--epochs", 1, "--out", out)
+    assert_user_error(result, f"no space left on the device of {out} (writing checkpoint.pt)")
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- units
 
 

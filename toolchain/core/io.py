@@ -183,7 +183,7 @@ class StagedDir:
         parent = _absolute(self.target).parent
         _prepare_dir(parent)
         self.path = parent / _temp_name(self.target.name, "staging")
-        with _os_errors(self.path):
+        with _os_errors(self.target):
             os.mkdir(self.path)
         _LIVE.add(str(self.path))
 
@@ -231,6 +231,11 @@ class StagedDir:
                 raise
         else:
             self.discard()
+            if isinstance(exc, RunDirError) and str(self.path) in exc.problem:
+                # name the run directory, not its hidden staging name
+                raise RunDirError(exc.problem.replace(str(self.path), str(self.target)),
+                                  exc.fix and exc.fix.replace(str(self.path), str(self.target))
+                                  ) from None
 
 
 def dataclass_json(obj, omit_if_none: tuple[str, ...] | None = ()) -> dict:
