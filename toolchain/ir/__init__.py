@@ -1,2 +1,3 @@
-"""The NIR program: a graph flattened, ordered and typed for execution, and the pure
-neuron step functions every float target takes its arithmetic from."""
+"""The NIR program: a graph validated, flattened, ordered and typed for execution
+(:mod:`spikeport.ir.checks` holds the validation), and the pure neuron step functions every
+float target takes its arithmetic from."""
