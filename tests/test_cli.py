@@ -157,3 +157,23 @@ def test_list_shows_the_registries():
                  "spikemax", "spikemax-window", "ce-count", "mse-count", "mlp", "conv"):
         assert name in result.stdout
     assert_user_error(invoke("list", "widgets"), "nothing called 'widgets'")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["validate", "somewhere", "--samples", "abc"], "'--samples'"),
+    (["no-such-command"], "No such command"),
+    (["estimate"], "Missing argument"),
+])
+def test_the_console_script_prints_a_usage_error_as_one_line(args, words):
+    """Usage errors from the installed script are the same one line and exit code 2 as every
+    other user error, not click's box."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("spikeport")
+    r = subprocess.run([str(script), *args], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and " -- fix: " in lines[0], r.stderr
+    assert words in lines[0] and "Traceback" not in r.stderr

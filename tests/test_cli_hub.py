@@ -79,7 +79,7 @@ def test_loihi_targets_refuse_analog_input_in_one_line(run_dir, tmp_path):
     np.savez(tmp_path / "analog.npz", x=np.full((3, 2, 1, 8, 8), 0.5))
     r = invoke("validate", run_dir / "model.nir", "--targets", "reference,loihi-emu",
                "--input", tmp_path / "analog.npz")
-    assert r.exit_code == 2 and "binary input spikes" in r.stderr and "Traceback" not in r.output
+    assert r.exit_code == 2 and "0/1 input spikes" in r.stderr and "Traceback" not in r.output
 
 
 def test_run_on_a_graph_with_an_input_file(run_dir, tmp_path):

@@ -332,8 +332,28 @@ def list_(what: str = typer.Argument("all", help="datasets, encoders, losses, mo
 
 
 def main() -> None:
+    """The console script: like ``app()``, but a usage error (an unknown option, ``--samples
+    abc``) is the same one line and exit code 2 as every other user error, not a box."""
+    try:  # typer >= 0.20 raises the exceptions of the click it vendors
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover - an older typer on plain click
+        from click import exceptions as click_errors
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as e:  # bare `spikeport` or a group: its help
+        typer.echo(e.ctx.get_help() if e.ctx else str(e))
+        code = 0
+    except click_errors.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "spikeport"
+        typer.echo(f"error: {' '.join(e.format_message().split())} -- fix: see `{where} --help`",
+                   err=True)
+        code = 2
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted: nothing was written", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

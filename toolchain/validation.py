@@ -24,6 +24,7 @@ from spikeport.core import io
 from spikeport.core.errors import SpikeportError
 from spikeport.core.recording import Recording, predict
 from spikeport.exporters.targets import get_target, run_in_batches, target_names
+from spikeport.training.scores import require_finite
 
 VALIDATION_FILE = "validation.json"
 DEFAULT_TARGETS = ("reference", "snntorch", "onnx")
@@ -134,10 +135,11 @@ def validate(run_or_graph: str | Path, targets: list[str] | tuple[str, ...] = DE
     if samples is not None and samples < 1:
         raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
     with io.run_transaction(run_or_graph) as tx:
-        graph, inputs, run_dir = runs.resolve(run_or_graph, input_file, samples)
+        graph, inputs, run_dir = runs.resolve(run_or_graph, input_file, samples, targets=names)
         result = compare_targets(graph, inputs.x, inputs.y, names, batch_size,
                                  options={"allow_approximation": allow_approximation})
         result.inputs = inputs.source
+        require_finite(result.to_json(), "validation")
         if tx is not None:
             tx.write_json(VALIDATION_FILE, result.to_json())
     return result

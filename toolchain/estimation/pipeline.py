@@ -216,7 +216,7 @@ def _estimate(tx: io.Transaction | None, run_or_graph, target: str, profile: str
               cutoff: str, epsilon: float | None, samples: int | None, input_file,
               calibration_samples: int | None, batch_size: int, allow_approximation: bool,
               plots: str | Path | None) -> EstimateResult:
-    graph, inputs, run_dir = artifacts.resolve(run_or_graph, input_file, samples)
+    graph, inputs, run_dir = artifacts.resolve(run_or_graph, input_file, samples, targets=[target])
     tg = get_target(target)
     names = [profile] if profile else list(tg.profiles)
     profiles = {p: load_profile(p) for p in names}  # bad profile: fail before running anything
