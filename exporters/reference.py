@@ -233,20 +233,23 @@ def simulate(program: Program, x: np.ndarray, membranes: bool = False) -> Record
     values: dict[str, list[np.ndarray]] = {n: [] for n in program.order}
     mems: dict[str, list[np.ndarray]] = {}
     src = program.graph_inputs[0]
-    for t in range(T):
-        cur: dict[str, np.ndarray] = {}
-        for name in program.order:
-            inp = x[t] if name == src else summed_input(program, name, cur, prev)
-            k = kernels[name]
-            if name not in state:
-                state[name] = k.init(inp)
-            out, state[name] = k.step(inp, state[name])
-            cur[name] = out
-            values[name].append(out)
-            st = state[name]
-            if membranes and isinstance(k, Neuron) and k.spiking:
-                mems.setdefault(name, []).append(k.membrane(st))
-        prev = cur
+    # values that overflow float64 are refused by check_values below, with one error; numpy
+    # should not also print its RuntimeWarnings for them
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(T):
+            cur: dict[str, np.ndarray] = {}
+            for name in program.order:
+                inp = x[t] if name == src else summed_input(program, name, cur, prev)
+                k = kernels[name]
+                if name not in state:
+                    state[name] = k.init(inp)
+                out, state[name] = k.step(inp, state[name])
+                cur[name] = out
+                values[name].append(out)
+                st = state[name]
+                if membranes and isinstance(k, Neuron) and k.spiking:
+                    mems.setdefault(name, []).append(k.membrane(st))
+            prev = cur
     spiking = [n for n in program.order if getattr(kernels[n], "spiking", False)]
     values = {n: np.stack(v) for n, v in values.items()}
     check_values(values, program.kinds(), spiking)
