@@ -570,11 +570,9 @@ def test_hostile_nir_files_are_run_or_refused_clearly(workdir, case):
         agree(recs)
     if deep:
         np.savez(tmp / "in.npz", x=x, y=np.zeros(B, dtype=np.int64))
-        np.savez(tmp / "x.npz", x=x)  # no labels: the cutoff report's mean_oct is NaN when
-        # no sample is right at T (spikeport.estimation.cutoff, reported to its owner)
         if graph is not None and recs.get("reference") is not None:
             res = attempt(lambda: estimate(path, "reference", cutoff="none",
-                                           input_file=tmp / "x.npz"), "estimate")
+                                           input_file=tmp / "in.npz"), "estimate")
             if res is not None:
                 all_finite(res.to_json(), "estimate")
         tally("cli", True)
