@@ -231,7 +231,10 @@ INTEGER = ("stride", "padding", "dilation", "groups", "kernel_size", "start_dim"
 
 def _bad_value(draw, a):
     """A corrupted version of the numeric array ``a``."""
-    a = np.array(a, dtype=np.float64, copy=True)
+    try:  # a parameter an earlier corruption left as text, objects or complex numbers
+        a = np.array(np.real(a), dtype=np.float64, copy=True)
+    except (TypeError, ValueError):
+        a = np.ones(3)
     how = draw(st.sampled_from([
         "nan", "inf", "-inf", "huge", "tiny", "negative", "zero", "text", "text scalar",
         "mixed", "complex", "bool", "int", "float32", "float16", "scalar", "longer", "shorter",
