@@ -755,8 +755,6 @@ def test_estimate_reports_no_nan_oracle_cutoff_when_nothing_is_correct(graph, wo
     assert not _non_finite(json.loads(r.stdout))
 
 
-@pytest.mark.xfail(strict=True, reason="exporters/reference.py and ir/neurons.py: an overflowing "
-                   "input makes numpy print RuntimeWarnings on stderr before the one error line")
 def test_an_overflowing_input_prints_only_the_error_line(graph, work):
     path = work / "huge.npz"
     np.savez(path, x=np.full((8, 2, 1, 8, 8), 1e308))
