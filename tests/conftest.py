@@ -18,9 +18,9 @@ if str(ROOT) not in sys.path:
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # The one trained run of a test session: the tiny recipe with these overrides serves every
-# module that needs a run. T = 8 and three epochs give the anytime cutoff steps to cut and
-# every layer spikes (test_estimate_cli); threshold 0.3 is one Loihi represents exactly
-# (test_cli_hub checks "threshold 0.3 -> 0.3").
+# module that needs a run. T = 8 and three epochs are the setting test_estimate_cli's cutoff
+# and counting checks were written for (every layer spikes); threshold 0.3 is one Loihi
+# represents exactly (test_cli_hub checks "threshold 0.3 -> 0.3").
 SHARED_RUN_OVERRIDES = ("model.threshold=0.3", "train.epochs=3", "time_steps=8")
 
 
