@@ -73,6 +73,22 @@ def test_workers_ending_after_the_simulation_are_not_a_failure(tmp_path):
     assert w.check() is None
 
 
+def test_helpers_that_come_and_go_are_not_simulator_workers(tmp_path):
+    """Processes exec'd while Lava imports or compiles (ldconfig, a compiler) share the group
+    but not the runner's command line; their exit is no failure, before or during the run
+    (seen once under load as a false 'died during the simulation')."""
+    helper = Member(4, "S", 1, False, worker=False)
+    w, _, progress = dog(tmp_path, [table((1, "S", 5, False)) | {4: helper},
+                                    table((1, "S", 6, False)),
+                                    table((1, "S", 7, False), (2, "S", 1, False)) | {4: helper},
+                                    table((1, "S", 8, False), (2, "S", 2, False))], phase="build")
+    assert w.check() is None      # a helper during the build
+    progress.write_text('{"phase": "run"}')
+    assert w.check() is None      # ... gone once the run starts: not a worker
+    assert w.check() is None      # a worker and another helper during the run
+    assert w.check() is None      # the helper ends: still no failure
+
+
 def test_a_stopped_process_is_reported_after_the_grace_period(tmp_path):
     rows = [table((1, "S", t, False), (2, "T", 1, False)) for t in range(10)]
     w, clock, _ = dog(tmp_path, rows, stop_grace=3.0)

@@ -27,6 +27,10 @@ from pathlib import Path
 from typing import Callable
 
 TRACKER = "resource_tracker"  # multiprocessing's resource tracker: not a simulator worker
+# Lava forks its workers from the runner without exec, so they carry the runner's command
+# line; helpers exec'd while Lava imports or compiles (ldconfig, compilers) do not, and come
+# and go legitimately.
+RUNNER_MARK = "runner.py"
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class Member:
     state: str        # R, S, D, Z (zombie), T / t (stopped), ...
     cpu_ticks: int    # utime + stime
     tracker: bool     # multiprocessing's resource tracker
+    worker: bool = True  # forked from the runner (its command line): a simulator process
 
 
 def _read_member(pid: int) -> tuple[int, Member] | None:
@@ -48,7 +53,9 @@ def _read_member(pid: int) -> tuple[int, Member] | None:
     fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
     state, pgrp = fields[0], int(fields[2])
     ticks = int(fields[11]) + int(fields[12])
-    return pgrp, Member(pid, state, ticks, TRACKER.encode() in cmdline)
+    tracker = TRACKER.encode() in cmdline
+    return pgrp, Member(pid, state, ticks, tracker,
+                        worker=RUNNER_MARK.encode() in cmdline and not tracker)
 
 
 def group_members(pgid: int) -> dict[int, Member]:
@@ -95,9 +102,10 @@ class Watchdog:
                 or self._stalled(members, now))
 
     def _dead_worker(self, members: dict[int, Member], phase: str | None) -> str | None:
-        workers = {pid for pid, m in members.items() if pid != self.pgid and not m.tracker}
-        if phase != "run":
-            self._workers |= workers
+        workers = {pid for pid, m in members.items()
+                   if pid != self.pgid and m.worker and not m.tracker}
+        if phase != "run":  # only processes seen during the simulation are its workers
+            self._workers.clear()
             return None
         for pid in sorted(self._workers | workers):
             m = members.get(pid)
