@@ -1,4 +1,4 @@
-"""Targets: registered once, each offering the same verbs (ARCHITECTURE.md).
+"""Targets: registered once, each offering the same verbs (docs/architecture.md).
 
 ``compile(graph, options) -> artifact`` turns a NIR graph into what the target runs;
 ``run(artifact, x) -> Recording`` simulates inputs x (T, B, *input_shape). ``profiles``

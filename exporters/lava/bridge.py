@@ -1,7 +1,7 @@
 """Run netx networks in the Lava simulator from the main (Python 3.11+) process.
 
 The Lava stack lives in its own Python 3.10 environment (``exporters/lava/env.py``); this
-module talks to it through files only (ARCHITECTURE.md, "The Lava runtime boundary"): it
+module talks to it through files only (docs/architecture.md, "The Lava runtime boundary"): it
 writes the request and an .npz of input spikes to a temporary directory, runs
 ``runner.py`` with the environment's python in a subprocess, and reads back one spike array
 per netx block plus a JSON status. All samples go through one Lava run (state reset between

@@ -1,5 +1,5 @@
 """Run a lava-dl netx network in Lava's CPU simulator (fixed point) -- the Lava-side half
-of the runtime boundary (ARCHITECTURE.md, "The Lava runtime boundary").
+of the runtime boundary (docs/architecture.md, "The Lava runtime boundary").
 
 This file is a standalone script executed by the Python 3.10 Lava environment::
 
