@@ -7,7 +7,7 @@ KeyboardInterrupt there (in process), and at chosen steps with real signals, SIG
 SIGKILL, that the command sends itself from the same hook (subprocesses: deterministic, no
 timing). The old artifacts are sentinels, so the work directory is compared by hash with
 its state before and after an uninterrupted run: right after the interrupt every file is
-one or the other, and once the next command has recovered the directory (``io.recover``,
+one or the other, and once the next command has recovered the directory (``transactions.recover``,
 which every transaction runs first, or the ``claim`` of the next train) the whole directory
 is exactly one or the other, with no temporary file left.
 """
@@ -30,7 +30,7 @@ import pytest
 from typer.testing import CliRunner
 
 from spikeport.cli import app
-from spikeport.core import interrupts, io
+from spikeport.core import fs, interrupts, transactions
 from spikeport.core.errors import RunDirError
 
 runner = CliRunner()
@@ -74,7 +74,7 @@ class StopAt:
         self.root, self.k, self.real_signal, self.steps = str(root), k, real_signal, 0
         for name in ("replace", "rename", "unlink", "mkdir", "fsync"):
             monkeypatch.setattr(os, name, self._wrap(getattr(os, name), name == "fsync"))
-        monkeypatch.setattr(io, "_exchange", self._wrap(io._exchange, False))
+        monkeypatch.setattr(fs, "exchange", self._wrap(fs.exchange, False))
 
     def _wrap(self, real, any_path: bool):
         def step(*args, **kwargs):
@@ -103,11 +103,11 @@ class Case:
 
 
 def _recover_run(work: Path) -> None:
-    io.recover(work / "run")  # what the next transaction in the run does first
+    transactions.recover(work / "run")  # what the next transaction in the run does first
 
 
 def _reclaim(work: Path) -> None:
-    with io.claim(work / "run"):  # what the next train to the same --out does first
+    with transactions.claim(work / "run"):  # what the next train to the same --out does first
         pass
 
 
@@ -164,7 +164,7 @@ def cases(template, trained_run, tmp_path_factory) -> dict[str, Case]:
         commit_at = []
         with pytest.MonkeyPatch.context() as mp:
             counter = StopAt(mp, work)
-            save, swap = io.Transaction._save, io._swap
+            save, swap = transactions.Transaction._save, transactions._swap
 
             def saved(tx, state):
                 save(tx, state)
@@ -175,8 +175,8 @@ def cases(template, trained_run, tmp_path_factory) -> dict[str, Case]:
                 commit_at.append(counter.steps + 2)  # the exchange is the commit point
                 return swap(new, target)
 
-            mp.setattr(io.Transaction, "_save", saved)
-            mp.setattr(io, "_swap", swapped)
+            mp.setattr(transactions.Transaction, "_save", saved)
+            mp.setattr(transactions, "_swap", swapped)
             result = invoke(*args(work))
         assert result.exit_code == 0, result.output
         assert hidden(work) == [] and len(commit_at) == 1
@@ -218,14 +218,14 @@ def test_train_replaces_a_run_whole_without_renameat2_exchange(cases, template, 
     a journal: killed between them, the run directory is missing until the next train's
     claim puts the new one in place."""
     case = cases["train"]
-    monkeypatch.setattr(io, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(fs, "exchange", lambda a, b: False)
     outcomes = set()
     for k in range(case.commit_at - 1, case.steps + 10):  # from the swap's journal on
         work = tmp_path / f"k{k}"
         shutil.copytree(template, work)
         with monkeypatch.context() as mp:
             stop = StopAt(mp, work, k)
-            mp.setattr(io, "_exchange", lambda a, b: False)
+            mp.setattr(fs, "exchange", lambda a, b: False)
             result = invoke(*case.args(work))
         if stop.steps < k:
             assert result.exit_code == 0
@@ -244,7 +244,7 @@ def test_train_replaces_a_run_whole_without_renameat2_exchange(cases, template, 
 
 HOOK = """
 import os, signal, sys
-from spikeport.core import io
+from spikeport.core import fs
 root, sig, k = sys.argv[1], getattr(signal, sys.argv[2]), int(sys.argv[3])
 calls = 0
 def hook(real, any_path=False):
@@ -258,7 +258,7 @@ def hook(real, any_path=False):
     return step
 for name in ("replace", "rename", "unlink", "mkdir", "fsync"):
     setattr(os, name, hook(getattr(os, name), name == "fsync"))
-io._exchange = hook(io._exchange)
+fs.exchange = hook(fs.exchange)
 if "estimate" in sys.argv:  # the plots as in cheap_plots
     import matplotlib.figure
     from pathlib import Path
@@ -353,7 +353,7 @@ def test_sigkill_around_the_run_swap_leaves_one_whole_run(cases, template, tmp_p
         shutil.copytree(template, work)
         proc = signal_at(work, case.args(work), "SIGKILL", k)
         assert proc.returncode == -signal.SIGKILL, proc.stderr
-        run = {f: h for f, h in digest(work / "run").items() if f != io.LOCK_FILE}
+        run = {f: h for f, h in digest(work / "run").items() if f != transactions.LOCK_FILE}
         assert run in (old_run, new_run), k
         seen.append(run == new_run)
         _reclaim(work)
@@ -400,8 +400,8 @@ def test_ctrl_c_inside_torchs_cxx_initialisation_is_held_until_torch_is_loaded(t
 def test_a_second_train_to_the_same_out_fails_while_the_first_runs(trained_run, tmp_path):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from spikeport.core import io\n"
-         "with io.claim(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()", out],
+        [sys.executable, "-c", "import sys; from spikeport.core import transactions\n"
+         "with transactions.claim(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()", out],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -435,7 +435,7 @@ def test_two_commits_into_one_directory_take_turns(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", slow_replace)
 
     def commit(tag: str) -> None:
-        with io.transaction(tmp_path / "run") as tx:
+        with transactions.transaction(tmp_path / "run") as tx:
             for name in ("a.txt", "b.txt", "c.txt"):
                 tx.write_text(name, tag)
 
@@ -451,8 +451,8 @@ def test_two_commits_into_one_directory_take_turns(tmp_path, monkeypatch):
 
 
 def test_a_commit_waits_for_the_lock_then_says_who_holds_it(own_run, monkeypatch):
-    monkeypatch.setattr(io, "LOCK_WAIT", 0.2)
-    lock = io._Lock(own_run / io.LOCK_FILE, "a spikeport commit", own_run)
+    monkeypatch.setattr(transactions, "LOCK_WAIT", 0.2)
+    lock = fs.Lock(own_run / transactions.LOCK_FILE, "a spikeport commit", own_run)
     lock.acquire(0)
     try:
         result = invoke("export", own_run, "--to", "nir")
@@ -499,7 +499,7 @@ def test_a_read_only_or_full_run_directory_is_one_clear_line(own_run, monkeypatc
     def refuse(path):
         raise type(error)(error.errno, error.strerror, str(path))
 
-    monkeypatch.setattr(io, "_create", refuse)
+    monkeypatch.setattr(fs, "create", refuse)
     before = digest(own_run)
     for args in (["export", own_run, "--to", "loihi"], ["validate", own_run, "--samples", 5],
                  ["estimate", own_run, "--target", "reference", "--samples", 5]):
@@ -508,7 +508,7 @@ def test_a_read_only_or_full_run_directory_is_one_clear_line(own_run, monkeypatc
 
 
 def test_a_full_disk_while_writing_removes_what_was_staged(own_run, monkeypatch):
-    real = io._fsync
+    real = fs.fsync
     calls = []
 
     def full(path):
@@ -517,7 +517,7 @@ def test_a_full_disk_while_writing_removes_what_was_staged(own_run, monkeypatch)
             raise OSError(28, "No space left on device")
         real(path)
 
-    monkeypatch.setattr(io, "_fsync", full)
+    monkeypatch.setattr(fs, "fsync", full)
     before = digest(own_run)
     assert_user_error(invoke("export", own_run, "--to", "loihi"), "no space left",
                       "no file was replaced")
@@ -526,14 +526,14 @@ def test_a_full_disk_while_writing_removes_what_was_staged(own_run, monkeypatch)
 
 def test_a_full_disk_while_training_names_the_run_not_its_staging_directory(
         trained_run, tmp_path, monkeypatch):
-    real = io._fsync
+    real = fs.fsync
 
     def full(path):
         if Path(path).name.startswith(".checkpoint.pt"):
             raise OSError(28, "No space left on device")
         real(path)
 
-    monkeypatch.setattr(io, "_fsync", full)
+    monkeypatch.setattr(fs, "fsync", full)
     out = tmp_path / "run"
     result = invoke("train", *trained_run.train_args, "--epochs", 1, "--out", out)
     assert_user_error(result, f"no space left on the device of {out} (writing checkpoint.pt)")
@@ -546,16 +546,16 @@ def test_a_full_disk_while_training_names_the_run_not_its_staging_directory(
 def test_nested_transactions_join_and_files_elsewhere_commit_with_them(tmp_path):
     run, plots = tmp_path / "run", tmp_path / "plots"
     run.mkdir()
-    with io.transaction(run) as tx:
+    with transactions.transaction(run) as tx:
         tx.write_text("a.txt", "a")
-        with io.transaction(run) as inner:
+        with transactions.transaction(run) as inner:
             assert inner is tx
             inner.write_text("b.txt", "b")
         tx.write_bytes((plots / "p.png").absolute(), b"png")
         assert not (run / "a.txt").exists() and not plots.joinpath("p.png").exists()
     assert (run / "b.txt").read_text() == "b" and (plots / "p.png").read_bytes() == b"png"
     with pytest.raises(KeyboardInterrupt):
-        with io.transaction(run) as tx:
+        with transactions.transaction(run) as tx:
             tx.write_text("a.txt", "newer")
             tx.write_bytes((tmp_path / "new-dir" / "x").absolute(), b"x")
             raise KeyboardInterrupt
@@ -573,10 +573,10 @@ def test_a_dead_commands_staging_record_is_rolled_back(tmp_path):
     staged = run / f".a.txt.{dead}-0123abcd.tx"
     staged.write_text("new")
     (run / f".spikeport-tx-{dead}-0123abcd.json").write_text(json.dumps(
-        {"format": io.TRANSACTION_FORMAT, "pid": int(dead), "state": "staging",
+        {"format": transactions.TRANSACTION_FORMAT, "pid": int(dead), "state": "staging",
          "files": [[staged.name, "a.txt"]]}))
     (run / f".b.txt.{dead}-4567cdef.tmp").write_text("half")
-    io.recover(run)
+    transactions.recover(run)
     assert digest(run) == {"a.txt": hashlib.sha256(b"old").hexdigest()}
 
 
@@ -604,7 +604,7 @@ def test_deferred_ctrl_c_is_raised_at_the_end_and_a_second_one_at_once():
 
 def test_a_run_directory_replaced_during_a_command_is_refused(own_run, tmp_path):
     with pytest.raises(RunDirError, match="was replaced or removed while this command ran"):
-        with io.transaction(own_run) as tx:
+        with transactions.transaction(own_run) as tx:
             tx.write_text("validation.json", "{}")
             shutil.move(own_run, tmp_path / "moved")
             (own_run).mkdir()

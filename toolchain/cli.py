@@ -47,15 +47,15 @@ def user_errors(fn):
                         importlib.import_module(name)
                     except ImportError:
                         pass  # the command that needs it says so
-            from spikeport.core import io
+            from spikeport.core import transactions
 
-            written_before = len(io.committed())
+            written_before = len(transactions.committed())
             return fn(*args, **kwargs)
         except SpikeportError as e:
             typer.echo(f"error: {e.one_line()}", err=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            written = [] if written_before is None else io.committed()[written_before:]
+            written = [] if written_before is None else transactions.committed()[written_before:]
             if written:  # Ctrl-C during a commit waits for it, so these are complete
                 typer.echo(f"interrupted after writing {', '.join(map(str, written))}", err=True)
             else:

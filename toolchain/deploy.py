@@ -15,7 +15,7 @@ import nir
 import numpy as np
 
 from spikeport import runs
-from spikeport.core import io
+from spikeport.core import io, transactions
 from spikeport.core.errors import SpikeportError
 from spikeport.core.recording import predict
 from spikeport.exporters.targets import get_target, target_names
@@ -44,11 +44,11 @@ class ExportResult:
 def export(run_dir: str | Path, to: str, allow_approximation: bool = False) -> ExportResult:
     """Export a run's model into its run directory as ``to`` = nir, onnx or loihi. Every
     export also writes ``model.nir``; the files of one export are committed together
-    (:func:`spikeport.core.io.transaction`): interrupted, it leaves the old ones as they were."""
+    (:func:`spikeport.core.transactions.transaction`): interrupted, it leaves the old ones as they were."""
     run_dir = io.require_run_dir(run_dir)
     if to not in EXPORT_FORMATS:
         raise SpikeportError(f"unknown export format {to!r}", "use --to nir, onnx or loihi")
-    with io.transaction(run_dir) as tx:
+    with transactions.transaction(run_dir) as tx:
         graph, path = runs.export_run_graph(run_dir)  # staged in tx: committed with the rest
         if to == "nir":
             return ExportResult(str(path), "nir", nodes=len(graph.nodes))
@@ -61,7 +61,7 @@ def export(run_dir: str | Path, to: str, allow_approximation: bool = False) -> E
         return _export_loihi(tx, run_dir, graph, allow_approximation)
 
 
-def _export_loihi(tx: io.Transaction, run_dir: Path, graph: nir.NIRGraph,
+def _export_loihi(tx: transactions.Transaction, run_dir: Path, graph: nir.NIRGraph,
                   allow_approximation: bool) -> ExportResult:
     from spikeport.exporters.loihi import netx
     from spikeport.exporters.loihi.quantize import quantize
@@ -120,7 +120,7 @@ def run(run_or_graph: str | Path, target: str = "reference", *,
                 np.savez_compressed(f, **rec.values)
 
         out_path = Path(out).absolute()
-        with io.transaction(out_path.parent) as tx:  # a directory or read-only path: RunDirError
+        with transactions.transaction(out_path.parent) as tx:  # a directory or read-only path: RunDirError
             tx.write_with(out_path.name, write)
         result.recording = str(out)
     return result

@@ -16,7 +16,7 @@ import nir
 import numpy as np
 import torch
 
-from spikeport.core import budget, io
+from spikeport.core import budget, io, transactions
 from spikeport.core.errors import ConfigError, DataError, GraphError, RunDirError, SpikeportError
 
 NIR_FILE = "model.nir"
@@ -82,7 +82,7 @@ def write_run_graph(graph: nir.NIRGraph, path: Path) -> Path:
     if path.is_dir():
         raise RunDirError(f"{path} is a directory, where the run's NIR graph belongs",
                           f"move the directory away; spikeport writes the graph to {path.name}")
-    with io.transaction(path.parent) as tx:  # joins the command's transaction, if one is open
+    with transactions.transaction(path.parent) as tx:  # joins the command's transaction, if one is open
         tx.write_with(path.name, lambda p: nir.write(str(p), graph))
     return path
 

@@ -20,7 +20,7 @@ import nir
 import numpy as np
 
 from spikeport import runs
-from spikeport.core import io
+from spikeport.core import io, transactions
 from spikeport.core.errors import SpikeportError
 from spikeport.core.recording import Recording, predict
 from spikeport.exporters.targets import get_target, run_in_batches, target_names
@@ -134,7 +134,7 @@ def validate(run_or_graph: str | Path, targets: list[str] | tuple[str, ...] = DE
     names = check_target_names(list(targets))
     if samples is not None and samples < 1:
         raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
-    with io.run_transaction(run_or_graph) as tx:
+    with transactions.run_transaction(run_or_graph) as tx:
         graph, inputs, run_dir = runs.resolve(run_or_graph, input_file, samples, targets=names)
         result = compare_targets(graph, inputs.x, inputs.y, names, batch_size,
                                  options={"allow_approximation": allow_approximation})

@@ -25,7 +25,7 @@ import numpy as np
 
 from spikeport.exporters.targets import get_target, run_in_batches
 from spikeport import runs as artifacts
-from spikeport.core import io
+from spikeport.core import transactions
 from spikeport.core.errors import SpikeportError
 from spikeport.estimation import cutoff as co
 from spikeport.estimation.energy import energy
@@ -59,7 +59,7 @@ def calibrate(run_dir: Path, T: int, epsilon: float, samples: int | None, batch_
     th = co.calibrate_topk(_output_per_step(rec), inputs.y, epsilon=epsilon,
                            calibration_set=f"{inputs.source}, reference target")
     th["calibration_samples"] = samples
-    with io.transaction(run_dir) as tx:  # joins estimate()'s: committed with its outputs
+    with transactions.transaction(run_dir) as tx:  # joins estimate()'s: committed with its outputs
         tx.write_with(TOPK_FILE, lambda p: co.save_thresholds(p, th))
     return th
 
@@ -195,16 +195,16 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
     also written to ``RUN/estimate-TARGET.json`` (:meth:`EstimateResult.as_dict`); with
     ``plots``, PNG plots go into that directory and ``result.plots`` lists them. Everything
     an estimate writes (the JSON, the plots, the run's model.nir and calibration) is
-    committed together (:func:`spikeport.core.io.transaction`): interrupted, nothing
+    committed together (:func:`spikeport.core.transactions.transaction`): interrupted, nothing
     changes."""
     if cutoff not in CUTOFFS:
         raise SpikeportError(f"unknown cutoff {cutoff!r}", f"use one of: {', '.join(CUTOFFS)}")
     if plots is not None:
-        io.check_dir_path(plots, "--plots")  # before the work, not after
+        transactions.check_dir_path(plots, "--plots")  # before the work, not after
     if Path(run_or_graph).is_dir():
-        commit = io.run_transaction(run_or_graph)  # the run's files, and the plots anywhere
+        commit = transactions.run_transaction(run_or_graph)  # the run's files, and the plots anywhere
     elif plots is not None:
-        commit = io.transaction(plots)
+        commit = transactions.transaction(plots)
     else:
         commit = contextlib.nullcontext()  # a graph without plots: nothing to write
     with commit as tx:
@@ -212,7 +212,7 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
                          calibration_samples, batch_size, allow_approximation, plots)
 
 
-def _estimate(tx: io.Transaction | None, run_or_graph, target: str, profile: str | None,
+def _estimate(tx: transactions.Transaction | None, run_or_graph, target: str, profile: str | None,
               cutoff: str, epsilon: float | None, samples: int | None, input_file,
               calibration_samples: int | None, batch_size: int, allow_approximation: bool,
               plots: str | Path | None) -> EstimateResult:

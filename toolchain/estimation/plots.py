@@ -6,17 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeport.core import io
+from spikeport.core import transactions
 from spikeport.estimation.report import EstimateResult
 
 
 def write_plots(result: EstimateResult, out_dir: str | Path,
-                tx: io.Transaction | None = None) -> list[Path]:
+                tx: transactions.Transaction | None = None) -> list[Path]:
     """Write the PNG plots of ``result`` into ``out_dir``; returns their paths. The plots are
     staged in ``tx`` (committed with the rest of a command's outputs) or, without one,
     committed together on their own: interrupted, none of the old plots changes."""
     if tx is None:
-        with io.transaction(out_dir) as own:
+        with transactions.transaction(out_dir) as own:
             return write_plots(result, out_dir, own)
     import matplotlib
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from spikeport.models.architectures import build_model, model_size
 from spikeport.models.network import SpikingSequential, record
-from spikeport.core import budget, io
+from spikeport.core import budget, io, transactions
 from spikeport.training.recipes import RunConfig, load_recipe, load_run_config
 from spikeport.data.datasets import Dataset, load_dataset
 from spikeport.data.encoders import make_encoder
@@ -215,19 +215,19 @@ def train_run(cfg: RunConfig, out: str | Path, force: bool = False,
     """Train ``cfg`` and write the run directory ``out`` (config, checkpoint, metrics) in one
     commit; an existing directory is replaced only with ``force``.
 
-    ``out`` is claimed for the whole run (:func:`spikeport.core.io.claim`): a second train to
+    ``out`` is claimed for the whole run (:func:`spikeport.core.transactions.claim`): a second train to
     the same directory fails at once. Ctrl-C stops training at the end of the current batch
     (a second one at once), never inside a torch operation, and leaves any old run as it was.
     """
     c = build_components(cfg, training=True)  # every config error surfaces here, before any write
-    with io.claim(out):
+    with transactions.claim(out):
         out = io.check_output_dir(out, force)
         with interrupts.deferred():
             history = fit(c, progress=progress)
             metrics = evaluate(c, progress=progress)
             metrics["train_history"] = history
             require_finite(metrics, "training's figures")
-            with io.StagedDir(out) as stage:
+            with transactions.StagedDir(out) as stage:
                 io.write_text(stage.path / io.CONFIG_FILE, cfg.to_yaml())
                 io.save_checkpoint(stage.path / io.CHECKPOINT_FILE, c.model.state_dict(),
                                    {"arch": cfg.model["arch"], "recipe": cfg.name})
