@@ -14,8 +14,8 @@ Every target executes the same :class:`Program`, built once from a ``nir.NIRGrap
 - ``dt`` is read from the graph metadata; a graph without it gets 1e-4 s and a warning, and
   its IF / I nodes are read with the per-step gain convention of the tools that write such
   graphs (v' = v + r x).
-- The graph is validated once, here (:mod:`spikeport.ir.checks`): parameters, shapes along
-  every edge, sizes against the memory budget. The shapes found are ``Program.shapes``;
+- The graph is validated once, here: parameters (:mod:`spikeport.ir.checks`), shapes along
+  every edge (:mod:`spikeport.ir.shapes`), sizes against the memory budget. The shapes found are ``Program.shapes``;
   every target's ``run`` passes its input through :func:`check_input` (the one check of an
   input against the graph) and its recording through :func:`check_values`.
 """
@@ -31,6 +31,7 @@ import numpy as np
 from spikeport.core import budget, units
 from spikeport.core.errors import GraphError
 from spikeport.ir import checks
+from spikeport.ir.shapes import check_graph, state_bytes
 from spikeport.ir.checks import (check_values, conv_padding, delay_steps, pair,  # noqa: F401
                                  same_padding)
 
@@ -66,7 +67,7 @@ class Program:
         (:func:`check_input`): what every target's ``run`` calls first."""
         step = sum(budget.nbytes(s) for s in self.shapes.values() if s is not None)
         return check_input(x, self.input_shape, step, self.transient_bytes
-                           + checks.state_bytes(self.nodes, self.shapes, self.dt))
+                           + state_bytes(self.nodes, self.shapes, self.dt))
 
     def spiking_nodes(self) -> list[str]:
         return [n for n in self.order if isinstance(self.nodes[n], SPIKING)]
@@ -152,7 +153,7 @@ def build_program(graph: nir.NIRGraph, dt: float | None = None) -> Program:
     dt, from_meta = _step(meta, dt)
     if not from_meta:
         nodes = _per_step_integrators(nodes, dt)
-    in_shape, shapes, transient = checks.check_graph(nodes, order, inputs, top_inputs[0], dt)
+    in_shape, shapes, transient = check_graph(nodes, order, inputs, top_inputs[0], dt)
     return Program(nodes, order, inputs, top_inputs, top_outputs, float(dt), meta, from_meta,
                    in_shape, shapes, transient)
 
