@@ -345,6 +345,28 @@ def _rms_error(w_q: np.ndarray, w: np.ndarray, wmax: float) -> float:
     return float(np.sqrt(np.mean((w_q - w) ** 2))) / (float(np.sqrt(np.mean(w ** 2))) or 1.0)
 
 
+def _decays(neu_name: str, neu, drive) -> tuple[int, int]:
+    """The 12-bit current and voltage decays (iDecay, vDecay) of a population's drive."""
+    i_decay, v_decay = int(units.loihi_decay(drive.frac_i)), int(units.loihi_decay(drive.frac_v))
+    if v_decay >= units.DECAY_UNITY:
+        _refuse(neu_name, neu, "has tau_mem <= dt (vDecay 4096 does not fit 12 bits)",
+                "use a membrane time constant longer than dt")
+    if i_decay > units.DECAY_UNITY:
+        _refuse(neu_name, neu, f"has tau_syn < dt (iDecay {i_decay} is more than 4096: more "
+                "than the whole current would decay per step)",
+                "use a synaptic time constant of at least dt")
+    return i_decay, v_decay
+
+
+def _recurrent_weights(program: Program, rec_name: str, drive, n: int) -> np.ndarray:
+    """The recurrent weight matrix with the population's input gain folded in."""
+    rec = program.nodes[rec_name]
+    if np.any(np.asarray(getattr(rec, "bias", np.zeros(n)), dtype=np.float64) != 0):
+        _refuse(rec_name, rec, "has a bias on a recurrent weight",
+                "fold the recurrent bias into the feed-forward Affine bias")
+    return drive.gain[:, None] * np.asarray(rec.weight, dtype=np.float64)
+
+
 def _layer(program: Program, syn_name: str, neu_name: str, rec_name: str | None,
            pool_name: str | None, prev_shape: tuple, allow_approximation: bool):
     """One synapse -> population layer in fixed point, and its report."""
@@ -359,22 +381,9 @@ def _layer(program: Program, syn_name: str, neu_name: str, rec_name: str | None,
     n = w.shape[0]  # populations: neurons; convolutions: channels
     theta = _uniform(neu_name, "threshold", neu.v_threshold)
     drive = _drive(neu_name, neu, program.dt, syn_name, b, n, allow_approximation)
-    i_decay, v_decay = int(units.loihi_decay(drive.frac_i)), int(units.loihi_decay(drive.frac_v))
-    if v_decay >= units.DECAY_UNITY:
-        _refuse(neu_name, neu, "has tau_mem <= dt (vDecay 4096 does not fit 12 bits)",
-                "use a membrane time constant longer than dt")
-    if i_decay > units.DECAY_UNITY:
-        _refuse(neu_name, neu, f"has tau_syn < dt (iDecay {i_decay} is more than 4096: more "
-                "than the whole current would decay per step)",
-                "use a synaptic time constant of at least dt")
+    i_decay, v_decay = _decays(neu_name, neu, drive)
     w_eff = drive.gain.reshape(-1, *([1] * (w.ndim - 1))) * w
-    w_rec_eff = None
-    if rec_name is not None:
-        rec = program.nodes[rec_name]
-        if np.any(np.asarray(getattr(rec, "bias", np.zeros(n)), dtype=np.float64) != 0):
-            _refuse(rec_name, rec, "has a bias on a recurrent weight",
-                    "fold the recurrent bias into the feed-forward Affine bias")
-        w_rec_eff = drive.gain[:, None] * np.asarray(rec.weight, dtype=np.float64)
+    w_rec_eff = None if rec_name is None else _recurrent_weights(program, rec_name, drive, n)
     wmax = max(np.abs(w_eff).max(initial=0.0),
                np.abs(w_rec_eff).max(initial=0.0) if w_rec_eff is not None else 0.0)
     if theta <= 0:
