@@ -264,11 +264,8 @@ class Transaction:
         if not self.files:
             self._discard()
             return
-        lock = fs.Lock(home / LOCK_FILE, "a spikeport commit", home)
-        lock.acquire(LOCK_WAIT)
         try:
-            with interrupts.deferred(strict=True):
-                _recover_locked(home)
+            with _recovered(home):
                 try:
                     same = fs.identity(home) == self._identity
                 except OSError:
@@ -289,7 +286,6 @@ class Transaction:
                         fs.fsync_dir(d)
                     os.unlink(self.record)
         finally:
-            lock.release()
             self._forget()
 
     def _discard(self) -> None:
@@ -325,11 +321,20 @@ def recover(directory: str | Path) -> None:
     with fs.os_errors(home):
         if not home.is_dir() or not _has_leftovers(home):
             return
+    with _recovered(home):
+        pass
+
+
+@contextmanager
+def _recovered(home: Path) -> Iterator[None]:
+    """Hold the directory's lock, Ctrl-C deferred, with what killed commands left in it
+    finished (:func:`recover`); a commit happens inside."""
     lock = fs.Lock(home / LOCK_FILE, "a spikeport commit", home)
     lock.acquire(LOCK_WAIT)
     try:
         with interrupts.deferred(strict=True):
             _recover_locked(home)
+            yield
     finally:
         lock.release()
 
