@@ -1,6 +1,8 @@
 """Loihi target: quantisation by hand, refusals, netx round trip, and the emulator against
 the real Lava simulator (no mocks) on golden networks and on a trained model."""
 
+import re
+
 import nir
 import numpy as np
 import pytest
@@ -222,6 +224,22 @@ def test_emulator_is_spike_exact_with_lava(lava_results, name):
         assert 0 < a.mean() < 0.95, f"{node} silent or saturated: the check would be vacuous"
         np.testing.assert_array_equal(a, b, err_msg=f"{name}: {node}")
     assert rec_lava.pipeline_latency == len(rec_emu.spiking)
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("target", ["loihi-emu", "lava"])
+@pytest.mark.parametrize("bad, words", [
+    (lambda shape: np.full((5, 2, *shape), 0.5), "binary input spikes"),
+    (lambda shape: np.zeros((5, 2, 3)), "the graph expects (T, B, 8)"),
+    (lambda shape: np.full((5, 2, *shape), np.nan), "not finite"),
+    (lambda shape: np.zeros((0, 2, *shape)), "0 time steps")])
+def test_both_loihi_targets_refuse_bad_input_alike_before_running(target, bad, words):
+    """The same check guards the emulator and the Lava simulator (no Lava process starts)."""
+    _, graph, options = next(golden_networks())
+    tg = get_target(target)
+    art = tg.compile(graph, options)
+    with pytest.raises(GraphError, match=re.escape(words)):
+        tg.run(art, bad((8,)))
 
 
 @pytest.mark.lava

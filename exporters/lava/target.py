@@ -16,6 +16,7 @@ import numpy as np
 
 from spikeport.core.recording import Recording
 from spikeport.exporters.loihi import netx
+from spikeport.exporters.loihi.emulator import check_spikes
 from spikeport.exporters.loihi.quantize import LoihiNetwork
 from spikeport.exporters.loihi.target import SUPPORTED, compile_network
 from spikeport.exporters.targets import Counting, Target, register
@@ -45,7 +46,9 @@ def _compile_lava(graph: nir.NIRGraph, options: dict | None = None) -> LavaArtif
 def run_lava(artifact: LavaArtifact, x: np.ndarray) -> Recording:
     from spikeport.exporters.lava.bridge import run_netx
 
-    x = np.asarray(x)
+    # the recording comes back as float64 copies of every population's spikes per step
+    sizes = sum(layer.size for layer in artifact.net.layers)
+    x = check_spikes(artifact.net, x, 2 * 8 * sizes)
     T, B = x.shape[:2]
     conv_first = artifact.net.layers[0].conv is not None
     flat = x.reshape(T, B, *(x.shape[2:] if conv_first else (-1,)))

@@ -24,6 +24,16 @@ from spikeport.core.recording import Recording
 from spikeport.ir.program import check_input
 
 
+def check_spikes(net: LoihiNetwork, x, step_bytes: int = 0, sample_bytes: int = 0) -> np.ndarray:
+    """``x`` checked as the input of a Loihi target (:func:`check_input`: shape (T, B,
+    *input_shape), finite, within the memory budget) and binary: Loihi takes spikes."""
+    x = check_input(x, net.input_shape, step_bytes, sample_bytes)
+    if not np.all((x == 0) | (x == 1)):
+        raise GraphError("the Loihi targets take binary input spikes, got analog values",
+                         "use a spiking encoder (rate, latency or delta), not direct analog input")
+    return x
+
+
 def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False,
         activity: bool = False) -> Recording:
     """x (T, B, *input_shape) binary spikes -> Recording of every population's spikes.
@@ -36,11 +46,8 @@ def run(net: LoihiNetwork, x: np.ndarray, membranes: bool = False,
     # and the windows of the convolutions, which run over every step at once
     windows = sum(8 * layer.weight[0].size * layer.conv["groups"] * layer.size // layer.shape[0]
                   for layer in net.layers if layer.conv is not None)
-    x = check_input(x, net.input_shape, 3 * 8 * sizes + windows, 2 * 8 * sizes)
+    x = check_spikes(net, x, 3 * 8 * sizes + windows, 2 * 8 * sizes)
     T, B = x.shape[:2]
-    if not np.all((x == 0) | (x == 1)):
-        raise GraphError("the Loihi targets take binary input spikes, got analog values",
-                         "use a spiking encoder (rate, latency or delta), not direct analog input")
     s = x.astype(np.int64)  # (T, B, *input_shape)
     values, mems, active = {}, {}, {}
     for layer in net.layers:
