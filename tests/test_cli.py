@@ -177,3 +177,52 @@ def test_the_console_script_prints_a_usage_error_as_one_line(args, words):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and " -- fix: " in lines[0], r.stderr
     assert words in lines[0] and "Traceback" not in r.stderr
+
+
+def _graph_without_dt(tmp_path):
+    """A tiny graph whose writer recorded no dt, as sinabs and others write them, and an input."""
+    import nir
+    import numpy as np
+
+    nodes = {"input": nir.Input(np.array([3])),
+             "fc": nir.Affine(np.ones((2, 3)), np.zeros(2)),
+             "lif": nir.LIF(tau=np.full(2, 1e-3), r=np.ones(2), v_leak=np.zeros(2),
+                            v_threshold=np.full(2, 2.0)),
+             "output": nir.Output(np.array([2]))}
+    g = nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")])
+    nir.write(str(tmp_path / "g.nir"), g)
+    np.savez(tmp_path / "x.npz", x=np.ones((10, 2, 3)))
+    return tmp_path / "g.nir", tmp_path / "x.npz"
+
+
+def test_a_graph_without_dt_warns_once_in_one_line_and_dt_sets_its_step(tmp_path):
+    """The console script prints the assumption as one `warning:` line (not Python's two
+    lines per module that read the graph); --dt gives the step, which changes the dynamics."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    graph, x = _graph_without_dt(tmp_path)
+    script = str(Path(sys.executable).with_name("spikeport"))
+    base = [script, "run", str(graph), "--target", "reference", "--input", str(x), "--json"]
+    r = subprocess.run(base, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [line for line in r.stderr.splitlines()
+                                     if line.startswith("warning: ")]
+    assert len(r.stderr.splitlines()) == 1 and "records no dt" in r.stderr and "--dt" in r.stderr
+    r_dt = subprocess.run(base + ["--dt", "1e-3"], capture_output=True, text=True)
+    assert r_dt.returncode == 0 and r_dt.stderr == "", r_dt.stderr
+    # dt = tau: the membrane follows its input in one step; at 1e-4 it charges ten times slower
+    fast, slow = json.loads(r_dt.stdout), json.loads(r.stdout)
+    assert fast["output_spikes_per_sample"] > slow["output_spikes_per_sample"]
+
+
+def test_dt_is_refused_where_it_would_contradict_the_graph_or_the_run(tmp_path, own_run):
+    graph, x = _graph_without_dt(tmp_path)
+    assert_user_error(invoke("run", graph, "--input", x, "--dt", "0"), "--dt must be a positive")
+    assert_user_error(invoke("validate", own_run, "--dt", "1e-3"),
+                      "a run's dt comes from its recipe")
+    assert invoke("export", own_run, "--to", "nir").exit_code == 0
+    recorded = own_run / "model.nir"
+    assert_user_error(invoke("estimate", recorded, "--target", "reference", "--input", x,
+                             "--dt", "5e-3"), "contradicts it")

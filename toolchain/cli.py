@@ -11,6 +11,7 @@ import functools
 import importlib
 import json
 import logging
+import warnings
 import sys
 from pathlib import Path
 from typing import Optional
@@ -153,13 +154,15 @@ def export_cmd(
 @user_errors
 def inspect_cmd(
     graph: Path = typer.Argument(..., help="a .nir file"),
+    dt: Optional[float] = typer.Option(None, "--dt", help="seconds per step of a .nir file "
+                                       "that records no dt"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Summarise a NIR graph: nodes, shapes, neuron counts, parameters, metadata."""
     from spikeport.runs import read_graph
     from spikeport.ir.inspect import format_summary, summarize
 
-    s = summarize(read_graph(graph))
+    s = summarize(read_graph(graph, dt))
     if as_json:
         _print_json(s)
     else:
@@ -180,13 +183,15 @@ def run_cmd(
     input_file: Optional[Path] = typer.Option(None, "--input", help=".npz with x (T, B, ...) and optional y"),
     samples: Optional[int] = typer.Option(None, help="use only the first N samples"),
     out: Optional[Path] = typer.Option(None, "--out", help="write every node's values to this .npz"),
+    dt: Optional[float] = typer.Option(None, "--dt", help="seconds per step of a .nir file "
+                                       "that records no dt"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run a graph on one target and report output spikes (and accuracy with labels)."""
     from spikeport.deploy import run
 
     (name,) = _targets_option(target)
-    info = run(graph, name, input_file=input_file, samples=samples, out=out).to_json()
+    info = run(graph, name, input_file=input_file, samples=samples, out=out, dt=dt).to_json()
     if as_json:
         _print_json(info)
     else:
@@ -203,13 +208,15 @@ def validate_cmd(
     input_file: Optional[Path] = typer.Option(None, "--input", help=".npz with x (T, B, ...) and optional y"),
     allow_approximation: bool = typer.Option(
         False, "--allow-approximation", help="let Loihi targets apply documented lossy rewrites"),
+    dt: Optional[float] = typer.Option(None, "--dt", help="seconds per step of a .nir file "
+                                       "that records no dt"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run the same inputs on several targets: accuracy per target, spike mismatches per pair."""
     from spikeport.validation import validate
 
     result = validate(run_or_graph, _targets_option(targets), samples=samples,
-                      input_file=input_file, allow_approximation=allow_approximation)
+                      input_file=input_file, allow_approximation=allow_approximation, dt=dt)
     if as_json:
         _print_json(result.to_json())
         return
@@ -255,6 +262,8 @@ def estimate_cmd(
     plots: Optional[Path] = typer.Option(None, "--plots", help="write PNG plots into this directory"),
     allow_approximation: bool = typer.Option(False, "--allow-approximation",
                                              help="let Loihi targets apply documented lossy rewrites"),
+    dt: Optional[float] = typer.Option(None, "--dt", help="seconds per step of a .nir file "
+                                       "that records no dt"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Spikes, hidden-neuron usage, synaptic ops, anytime-cutoff latency and energy on a target."""
@@ -265,7 +274,7 @@ def estimate_cmd(
         raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
     result = estimate(run_or_graph, name, profile=profile, cutoff=cutoff, epsilon=epsilon,
                       samples=samples, input_file=input_file,
-                      allow_approximation=allow_approximation, plots=plots)
+                      allow_approximation=allow_approximation, plots=plots, dt=dt)
     if as_json:
         _print_json(result.to_json())
     else:
@@ -331,6 +340,18 @@ def list_(what: str = typer.Argument("all", help="datasets, encoders, losses, mo
             typer.echo(f"  {name:<18} {summary_}")
 
 
+_WARNED: set[str] = set()
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning on the command line is one line, ``warning: ...``, printed once per command
+    (several modules may read the same graph), without the source line Python would add."""
+    text = " ".join(str(message).split())
+    if text not in _WARNED:
+        _WARNED.add(text)
+        typer.echo(f"warning: {text}", err=True)
+
+
 def main() -> None:
     """The console script: like ``app()``, but a usage error (an unknown option, ``--samples
     abc``) is the same one line and exit code 2 as every other user error, not a box."""
@@ -340,6 +361,7 @@ def main() -> None:
         from click import exceptions as click_errors
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.showwarning = _one_line_warning
     try:
         code = app(standalone_mode=False)
     except click_errors.NoArgsIsHelpError as e:  # bare `spikeport` or a group: its help

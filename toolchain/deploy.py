@@ -94,16 +94,17 @@ class RunResult:
 
 def run(run_or_graph: str | Path, target: str = "reference", *,
         input_file: str | Path | None = None, samples: int | None = None,
-        out: str | Path | None = None) -> RunResult:
+        out: str | Path | None = None, dt: float | None = None) -> RunResult:
     """Run a run directory (its test split) or a ``.nir`` file (with ``input_file``) on one
-    target; with ``out``, every node's values (T, B, ...) go into that ``.npz``."""
+    target; with ``out``, every node's values (T, B, ...) go into that ``.npz``. ``dt``: the
+    step of a graph that records none (:func:`spikeport.runs.read_graph`)."""
     known = target_names()
     if target not in known:
         raise SpikeportError(f"unknown target {target!r}", f"use one of: {', '.join(known)}")
     if out is not None and Path(out).is_dir():
         raise SpikeportError(f"--out {out} is a directory", "pass a file name for the recording, "
                              "e.g. --out rec.npz")
-    graph, inputs, _ = runs.resolve(run_or_graph, input_file, samples, targets=[target])
+    graph, inputs, _ = runs.resolve(run_or_graph, input_file, samples, targets=[target], dt=dt)
     t = get_target(target)
     rec = t.run(t.compile(graph, {}), inputs.x)
     output = rec.aligned(rec.output)

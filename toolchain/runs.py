@@ -32,11 +32,13 @@ class Inputs:
     source: str
 
 
-def read_graph(path: str | Path) -> nir.NIRGraph:
+def read_graph(path: str | Path, dt: float | None = None) -> nir.NIRGraph:
     """The NIR graph in ``path``. Sizes are checked against the memory budget before anything
     is read; NIR's own type check is not applied (it refuses legitimate graphs, e.g. grouped
     convolutions): every graph is validated when a program is built from it
-    (:mod:`spikeport.ir.checks`). A netx file is refused as such."""
+    (:mod:`spikeport.ir.checks`). A netx file is refused as such. ``dt`` (``--dt``) is the
+    step of a graph that records none, put into its metadata; a graph that records another
+    dt is refused, not silently re-read at a different step."""
     from spikeport.core import budget
     from spikeport.exporters.loihi import netx
 
@@ -60,6 +62,23 @@ def read_graph(path: str | Path) -> nir.NIRGraph:
     if not isinstance(graph, nir.NIRGraph):
         raise GraphError(f"{path} holds a single {type(graph).__name__} node, not a graph",
                          "write a nir.NIRGraph with Input and Output nodes")
+    return graph if dt is None else with_dt(graph, dt, path)
+
+
+def with_dt(graph: nir.NIRGraph, dt: float, source: str | Path = "the graph") -> nir.NIRGraph:
+    """``graph`` with the simulation step ``dt`` (seconds) in its metadata: for a graph whose
+    writer recorded none (spikeport otherwise assumes snntorch's 1e-4 s, with a warning)."""
+    from spikeport.ir import checks
+
+    dt = checks.check_dt(dt, "--dt")
+    meta = dict(graph.metadata or {})
+    if "dt" in meta:
+        recorded = checks.check_dt(meta["dt"], f"the metadata dt of {source}")
+        if not np.isclose(recorded, dt, rtol=1e-9, atol=0):
+            raise GraphError(f"{source} records dt = {recorded:g} s; --dt {dt:g} contradicts it",
+                             "drop --dt: the graph's own dt is used")
+    meta["dt"] = dt
+    graph.metadata = meta
     return graph
 
 
@@ -247,21 +266,24 @@ def check_inputs(graph: nir.NIRGraph, inputs: Inputs, targets: Sequence[str] = (
 
 
 def resolve(run_or_graph: str | Path, input_file: str | Path | None = None,
-            samples: int | None = None, targets: Sequence[str] = ()
+            samples: int | None = None, targets: Sequence[str] = (), dt: float | None = None
             ) -> tuple[nir.NIRGraph, Inputs, Path | None]:
     """(graph, inputs, run_dir or None) for a RUN_OR_GRAPH argument, the inputs checked
     against the graph (:func:`check_inputs`; ``targets``: the targets they will run on).
-    RUN/model.nir is written only once the inputs passed."""
+    RUN/model.nir is written only once the inputs passed. ``dt``: see :func:`read_graph`."""
     _check_samples(samples)
     p = Path(run_or_graph)
     if p.is_dir():
         io.require_run_dir(p)
+        if dt is not None:
+            raise SpikeportError("--dt is for a .nir file that records no dt; a run's dt comes "
+                                 "from its recipe", "drop --dt")
         graph, path = export_run_graph(p, write=False)
         inputs = npz_inputs(input_file, samples) if input_file else run_inputs(p, samples)
         inputs = check_inputs(graph, inputs, targets)
         write_run_graph(graph, path)
         return graph, inputs, p
-    graph = read_graph(p)
+    graph = read_graph(p, dt)
     if input_file is None:
         raise SpikeportError(f"{p} is a graph without data", "pass --input FILE.npz with x (T, B, ...)")
     return graph, check_inputs(graph, npz_inputs(input_file, samples), targets), None

@@ -127,15 +127,17 @@ def compare_targets(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None,
 
 def validate(run_or_graph: str | Path, targets: list[str] | tuple[str, ...] = DEFAULT_TARGETS, *,
              samples: int | None = None, input_file: str | Path | None = None,
-             allow_approximation: bool = False, batch_size: int = 128) -> ValidationResult:
+             allow_approximation: bool = False, batch_size: int = 128,
+             dt: float | None = None) -> ValidationResult:
     """Validate a run directory (its test split) or a ``.nir`` file (with ``input_file``) on
     ``targets``; a run directory also gets the result as ``validation.json``, committed
-    with the ``model.nir`` it was computed from (interrupted: neither changes)."""
+    with the ``model.nir`` it was computed from (interrupted: neither changes). ``dt``: the
+    step of a graph that records none (:func:`spikeport.runs.read_graph`)."""
     names = check_target_names(list(targets))
     if samples is not None and samples < 1:
         raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
     with transactions.run_transaction(run_or_graph) as tx:
-        graph, inputs, run_dir = runs.resolve(run_or_graph, input_file, samples, targets=names)
+        graph, inputs, run_dir = runs.resolve(run_or_graph, input_file, samples, targets=names, dt=dt)
         result = compare_targets(graph, inputs.x, inputs.y, names, batch_size,
                                  options={"allow_approximation": allow_approximation})
         result.inputs = inputs.source

@@ -189,14 +189,15 @@ def _energies(counts: dict, memory: dict, profiles: dict[str, Profile]) -> dict[
 def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: str = "topk",
              epsilon: float | None = None, samples: int | None = None, input_file=None,
              calibration_samples: int | None = 1000, batch_size: int = 128,
-             allow_approximation: bool = False, plots: str | Path | None = None) -> EstimateResult:
+             allow_approximation: bool = False, plots: str | Path | None = None,
+             dt: float | None = None) -> EstimateResult:
     """Estimate a run directory (its test split) or a ``.nir`` graph (on ``input_file``) as
     deployed on ``target``: see the module docstring. With a run directory, the result is
     also written to ``RUN/estimate-TARGET.json`` (:meth:`EstimateResult.as_dict`); with
     ``plots``, PNG plots go into that directory and ``result.plots`` lists them. Everything
     an estimate writes (the JSON, the plots, the run's model.nir and calibration) is
     committed together (:func:`spikeport.core.transactions.transaction`): interrupted, nothing
-    changes."""
+    changes. ``dt``: the step of a graph that records none (:func:`spikeport.runs.read_graph`)."""
     if cutoff not in CUTOFFS:
         raise SpikeportError(f"unknown cutoff {cutoff!r}", f"use one of: {', '.join(CUTOFFS)}")
     if plots is not None:
@@ -209,14 +210,15 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
         commit = contextlib.nullcontext()  # a graph without plots: nothing to write
     with commit as tx:
         return _estimate(tx, run_or_graph, target, profile, cutoff, epsilon, samples, input_file,
-                         calibration_samples, batch_size, allow_approximation, plots)
+                         calibration_samples, batch_size, allow_approximation, plots, dt)
 
 
 def _estimate(tx: transactions.Transaction | None, run_or_graph, target: str, profile: str | None,
               cutoff: str, epsilon: float | None, samples: int | None, input_file,
               calibration_samples: int | None, batch_size: int, allow_approximation: bool,
-              plots: str | Path | None) -> EstimateResult:
-    graph, inputs, run_dir = artifacts.resolve(run_or_graph, input_file, samples, targets=[target])
+              plots: str | Path | None, dt: float | None) -> EstimateResult:
+    graph, inputs, run_dir = artifacts.resolve(run_or_graph, input_file, samples,
+                                               targets=[target], dt=dt)
     tg = get_target(target)
     names = [profile] if profile else list(tg.profiles)
     profiles = {p: load_profile(p) for p in names}  # bad profile: fail before running anything

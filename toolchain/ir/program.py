@@ -227,8 +227,8 @@ def _step(meta: dict, dt: float | None) -> tuple[float, bool]:
         else:
             dt, from_meta = units.DEFAULT_DT, False
             warnings.warn("the NIR graph records no dt; assuming dt = 1e-4 s (snntorch's value) "
-                          "and reading IF/I nodes with r as the per-step gain. Pass dt "
-                          "explicitly if the graph was written for another step.",
+                          "and reading IF/I nodes with r as the per-step gain; pass --dt "
+                          "(dt= in Python) if the graph was written for another step",
                           stacklevel=3)
     for key, allowed in (("reset_mode", ("zero",)), ("discretisation", ("forward_euler",))):
         value = meta.get(key)
