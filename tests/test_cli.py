@@ -69,14 +69,24 @@ def test_existing_run_dir_is_not_overwritten_without_force(tiny_recipe, own_run)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_force_replaces_the_run_dir(tiny_recipe, tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
-    result = invoke("train", "--recipe", tiny_recipe, "--out", out, "--force", "--json")
+def test_force_replaces_the_run_dir(tiny_recipe, own_run):
+    (own_run / "stale.txt").write_text("old")
+    result = invoke("train", "--recipe", tiny_recipe, "--out", own_run, "--force", "--json")
     assert result.exit_code == 0, result.output
-    assert not (out / "stale.txt").exists() and (out / "checkpoint.pt").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    assert not (own_run / "stale.txt").exists() and (own_run / "checkpoint.pt").exists()
+    assert not [p for p in own_run.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_force_never_empties_a_directory_that_is_not_a_run(tiny_recipe, tmp_path):
+    """`--out . --force` in a project folder: refused, every file kept."""
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "data").mkdir()
+    result = invoke("train", "--recipe", tiny_recipe, "--out", out, "--force")
+    assert_user_error(result, "not a spikeport run directory", "choose another --out")
+    assert sorted(p.name for p in out.iterdir()) == ["data", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("override, fragments", [

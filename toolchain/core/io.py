@@ -140,7 +140,9 @@ def require_run_dir(path: str | Path) -> Path:
 
 
 def check_output_dir(path: str | Path, force: bool) -> Path:
-    """Refuse to overwrite an existing, non-empty directory unless ``force``."""
+    """Refuse to overwrite an existing, non-empty directory unless ``force``; even with
+    ``force``, refuse one that is not a run directory (no ``config.yaml``): a mistyped
+    ``--out`` such as ``.`` or ``~`` must not empty a directory of other files."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path} exists and is not a directory",
@@ -149,9 +151,15 @@ def check_output_dir(path: str | Path, force: bool) -> Path:
     if blocked is not None:
         raise RunDirError(f"cannot create {path}: {blocked} is a file, not a directory",
                           "choose another --out path")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise RunDirError(f"run directory {path} already exists",
-                          "choose another --out, or pass --force to replace it")
+    if path.is_dir() and any(path.iterdir()):
+        if not force:
+            raise RunDirError(f"run directory {path} already exists",
+                              "choose another --out, or pass --force to replace it")
+        if not (path / CONFIG_FILE).is_file():  # --force replaces runs, nothing else
+            n = sum(1 for _ in path.iterdir())
+            raise RunDirError(f"{path} holds {n} entries and no {CONFIG_FILE}: it is not a "
+                              "spikeport run directory, and --force replaces only those",
+                              "choose another --out (a new or empty directory)")
     return path
 
 
