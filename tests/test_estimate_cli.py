@@ -182,3 +182,24 @@ def test_loihi_emulator_charges_neuron_updates_by_input_or_state(run_dir):
     ref_nu = json.loads((run_dir / "estimate-reference.json").read_text())["metrics"]["neuron_updates_total"]
     assert ref_nu["active_state"] is None
     assert ref["counts"]["neuron_updates_active"] == ref_nu["active_input"]
+
+
+def test_a_figure_that_came_out_non_finite_is_refused_and_nothing_is_written(run_dir, monkeypatch):
+    """The last line of defence: were a figure to come out NaN or inf (a bug, here forced by
+    an energy model that overflows), estimate says so and writes no estimate JSON."""
+    from spikeport.estimation import pipeline
+
+    real = pipeline._energies
+
+    def overflowing(counts, memory, profiles):
+        out = real(counts, memory, profiles)
+        for figures in out.values():
+            figures["total_J"] = float("inf")
+        return out
+
+    monkeypatch.setattr(pipeline, "_energies", overflowing)
+    before = sorted(p.name for p in run_dir.iterdir())
+    r = invoke("estimate", run_dir, "--target", "reference", "--cutoff", "none", "--json")
+    assert r.exit_code == 2 and r.stdout == "", r.output
+    assert "came out as inf" in r.stderr and "nothing was written" in r.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == before

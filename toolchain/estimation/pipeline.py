@@ -27,6 +27,7 @@ from spikeport.exporters.targets import get_target, run_in_batches
 from spikeport import runs as artifacts
 from spikeport.core import transactions
 from spikeport.core.errors import SpikeportError
+from spikeport.training.scores import require_finite
 from spikeport.estimation import cutoff as co
 from spikeport.estimation.energy import energy
 from spikeport.estimation.metrics import MetricsAccumulator
@@ -237,6 +238,7 @@ def _estimate(tx: transactions.Transaction | None, run_or_graph, target: str, pr
         energy=energies, cutoff=_cutoff_summary(rule, counted, inputs.y), counts=counts,
         metrics=m, pipeline_latency_steps=counted.pipeline_latency,
         first_sample=counted.first_sample)
+    require_finite(result.as_dict(), f"estimate on {target}")
     if run_dir is not None:
         tx.write_json(f"estimate-{target}.json", result.as_dict())
     if plots is not None:
