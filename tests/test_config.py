@@ -92,7 +92,7 @@ def _bad_recipe(tmp_path, **sections):
     ({"model": "{arch: mlp, beta: high}"}, "model.beta must be in [0, 1], got 'high'"),
     ({"loss": "{name: spikemax-window, window: 0}"}, "loss.window must be a positive integer"),
     ({"optimizer": "{name: sgd, momentum: -0.5}"}, "optimizer.momentum must be a number >= 0"),
-    ({"optimizer": "{lr: 1e-3}"}, "YAML reads 1e-3 as text; write 0.001"),
+    ({"optimizer": "{lr: '1e-3'}"}, "it is quoted text; write it unquoted: 0.001"),
     ({"model": "{hidden: [8]}"}, "model.arch: missing or not a string"),
 ])
 def test_a_wrong_value_anywhere_is_one_line_naming_the_file_and_key(tmp_path, sections, message):
@@ -118,6 +118,15 @@ def test_set_with_a_bad_value_names_the_override(override, message):
     with pytest.raises(ConfigError) as e:
         load_recipe("digits", [override])
     assert message in str(e.value) and "digits.yaml" in str(e.value)
+
+
+def test_numbers_in_exponent_form_are_numbers_as_in_yaml_1_2():
+    """PyYAML (YAML 1.1) reads 1e-3 as text; spikeport reads recipes, --set values and
+    profiles with YAML 1.2's floats, so 1e-3 and the 1e30 its own messages suggest are numbers."""
+    cfg = load_recipe("digits", ["optimizer.lr=1e-3", "model.threshold=1e0", "train.epochs=3"])
+    assert cfg.optimizer["lr"] == 0.001 and cfg.model["threshold"] == 1.0
+    assert cfg.train["epochs"] == 3 and isinstance(cfg.train["epochs"], int)
+    assert load_recipe("digits", ["model.surrogate_slope=1e30"]).model["surrogate_slope"] == 1e30
 
 
 def test_resolved_sections_keep_what_was_written_and_complete_optimizer_and_train():
@@ -165,5 +174,5 @@ def test_a_diverging_training_stops_naming_the_epoch_and_the_learning_rate(tiny_
     with pytest.raises(ConfigError, match="training diverged: .*epoch 1.* nothing was written") as e:
         train(str(tiny_recipe), out, ["optimizer={name: adam, lr: 1.0e+30, weight_decay: 1.0e+30}",
                                       "dataset.test_fraction=0.8"])
-    assert "lower optimizer.lr (now 1e+30), e.g. --set optimizer.lr=1.0e+29" in e.value.fix
+    assert "lower optimizer.lr (now 1e+30), e.g. --set optimizer.lr=1e+29" in e.value.fix
     assert list(tmp_path.iterdir()) == []  # no run directory, no staging left behind

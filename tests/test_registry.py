@@ -91,8 +91,8 @@ def test_wrong_types_and_ranges_are_one_line_naming_the_key(params, message):
     assert message in one_line(e.value)
 
 
-def test_a_number_yaml_read_as_text_gets_a_hint():
-    with pytest.raises(ConfigError, match=r"YAML reads 1e-1 as text; write 0.1"):
+def test_a_number_given_as_quoted_text_gets_a_hint():
+    with pytest.raises(ConfigError, match=r"it is quoted text; write it unquoted: 0.1"):
         make_widgets().build("box", 1, ratio="1e-1")
 
 

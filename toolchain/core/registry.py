@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import typing
 from collections import abc
 from dataclasses import dataclass
@@ -33,12 +34,30 @@ from types import NoneType, UnionType
 from typing import Annotated, Any, Callable, Generic, Iterator, Literal, Mapping, TypeVar
 
 import annotated_types as at
+import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from typing_extensions import is_typeddict
 
 from spikeport.core.errors import ConfigError, SpikeportError, UnknownNameError
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: ``1e-3`` and ``5E4`` are numbers (YAML 1.1,
+    which PyYAML follows, reads a float without a dot as text)."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(  # after the int resolver: 10 stays an int
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse the YAML ``text`` of a recipe, a ``--set`` value or an energy profile: safe
+    (no Python objects), with ``1e-3`` read as the number it looks like."""
+    return yaml.load(text, Loader=_Loader)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -298,7 +317,7 @@ def explain(schema: type[BaseModel], err: ValidationError, data: Any, *,
         (f", e.g. {example}" if example else "")
     value = _value_at(data, loc, e["input"])
     if isinstance(value, str) and "number" in noun and _is_number(value):
-        fix += f" (YAML reads {value} as text; write {float(value)!r})"
+        fix += f" (it is quoted text; write it unquoted: {float(value)!r})"
     return f"{label} must be {predicate}, got {_short(value)}", fix
 
 

@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from spikeport.core import units
 from spikeport.core.errors import SpikeportError, UnknownNameError
+from spikeport.core.registry import load_yaml
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
@@ -286,7 +287,7 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
         return name_or_path
     path = _resolve(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ProfileError(f"energy profile {path} is not valid YAML ({type(e).__name__})",
                            "fix the YAML syntax (compare with a shipped profile)") from None

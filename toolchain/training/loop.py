@@ -146,8 +146,6 @@ def fit(c: Components, progress: bool = True) -> list[dict]:
 def _diverged(cfg: RunConfig, what: str) -> None:
     lr = cfg.optimizer["lr"]
     lower = repr(float(f"{lr / 10:.3g}"))
-    if "e" in lower and "." not in lower:  # YAML reads 1e-05 as text, 1.0e-05 as a number
-        lower = lower.replace("e", ".0e")
     raise ConfigError(f"training diverged: {what}; nothing was written",
                       f"lower optimizer.lr (now {lr:g}), e.g. --set optimizer.lr={lower}")
 

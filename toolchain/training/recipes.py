@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import spikeport.models as _models_pkg
 
 from spikeport.core.errors import ConfigError, SpikeportError
-from spikeport.core.registry import Invalid, Params, Registry, defaults_of, explain, parse_as
+from spikeport.core.registry import (Invalid, Params, Registry, defaults_of, explain, load_yaml,
+                                     parse_as)
 from spikeport.data.datasets import DATASETS, Seed
 from spikeport.data.encoders import ENCODERS
 from spikeport.models.architectures import check_model_params
@@ -150,7 +151,7 @@ def recipe_path(recipe: str) -> Path:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -180,7 +181,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ConfigError(f"override key {key!r} is malformed", "write e.g. --set model.beta=0.95")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         raise ConfigError(f"override value {raw!r} is not valid YAML",
                           "quote strings, write lists as [1, 2]") from None
