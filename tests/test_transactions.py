@@ -608,3 +608,22 @@ def test_a_run_directory_replaced_during_a_command_is_refused(own_run, tmp_path)
             tx.write_text("validation.json", "{}")
             shutil.move(own_run, tmp_path / "moved")
             (own_run).mkdir()
+
+
+def test_a_command_that_only_reads_finishes_a_killed_commit_before_reading(own_run):
+    """kill -9 after the commit point leaves a committed record with files still staged; a
+    reader (`evaluate`, `run`) rolls it forward before reading, as a writer would, instead of
+    reading half of the commit."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    metrics = json.loads((own_run / "metrics.json").read_text())
+    new = {**metrics, "note": "written by the killed command"}
+    staged = own_run / f".metrics.json.{dead}-0123abcd.tx"
+    staged.write_text(json.dumps(new))
+    (own_run / f".spikeport-tx-{dead}-0123abcd.json").write_text(json.dumps(
+        {"format": transactions.TRANSACTION_FORMAT, "pid": int(dead), "state": "committed",
+         "files": [[staged.name, "metrics.json"]]}))
+    result = invoke("evaluate", own_run, "--json")
+    assert result.exit_code == 0, result.output
+    assert hidden(own_run) == []
+    assert json.loads((own_run / "metrics.json").read_text()) == new

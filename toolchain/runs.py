@@ -16,7 +16,7 @@ import nir
 import numpy as np
 import torch
 
-from spikeport.core import budget, io, transactions
+from spikeport.core import budget, transactions
 from spikeport.core.errors import ConfigError, DataError, GraphError, RunDirError, SpikeportError
 
 NIR_FILE = "model.nir"
@@ -122,7 +122,7 @@ def run_inputs(run_dir: str | Path, samples: int | None = None, split: str = "te
     _check_samples(samples)
     if split not in ("test", "train"):
         raise SpikeportError(f"unknown split {split!r}", "use 'test' or 'train'")
-    cfg = load_run_config(io.require_run_dir(run_dir))
+    cfg = load_run_config(transactions.open_run(run_dir))
     c = build_components(cfg)
     offset = EVAL_SEED_OFFSET if split == "test" else EVAL_SEED_OFFSET + 1
     gen = torch.Generator().manual_seed(cfg.train["seed"] + offset)
@@ -274,7 +274,7 @@ def resolve(run_or_graph: str | Path, input_file: str | Path | None = None,
     _check_samples(samples)
     p = Path(run_or_graph)
     if p.is_dir():
-        io.require_run_dir(p)
+        transactions.open_run(p)
         if dt is not None:
             raise SpikeportError("--dt is for a .nir file that records no dt; a run's dt comes "
                                  "from its recipe", "drop --dt")

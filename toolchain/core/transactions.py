@@ -178,6 +178,15 @@ def check_dir_path(path: str | Path, option: str) -> Path:
     return path
 
 
+def open_run(path: str | Path) -> Path:
+    """``path`` checked as a run directory (:func:`spikeport.core.io.require_run_dir`), with
+    what a killed command left in it finished first (:func:`recover`): a command that only
+    reads a run sees its files as one commit left them, never half of one."""
+    path = require_run_dir(path)
+    recover(path)
+    return path
+
+
 @contextmanager
 def run_transaction(run_or_graph: str | Path) -> Iterator["Transaction | None"]:
     """:func:`transaction` on ``run_or_graph`` if it is a directory (which must be a run

@@ -245,8 +245,9 @@ def train(recipe: str | Path | RunConfig, out: str | Path, overrides: list[str] 
 def load_run(run_dir: str | Path) -> Components:
     """A run's components with its checkpoint loaded into the model, once the checkpoint's
     structure (:func:`spikeport.core.io.load_checkpoint`) and its names, shapes and dtypes
-    (against the model its config.yaml builds) are checked."""
-    run_dir = io.require_run_dir(run_dir)
+    (against the model its config.yaml builds) are checked. A commit a killed command left
+    half done is finished first (:func:`spikeport.core.transactions.open_run`)."""
+    run_dir = transactions.open_run(run_dir)
     cfg = load_run_config(run_dir)
     state, _ = io.load_checkpoint(run_dir / io.CHECKPOINT_FILE)
     c = build_components(cfg)
