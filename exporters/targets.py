@@ -35,12 +35,16 @@ class Counting:
       non-zero, written while each step's values are at hand). None: the plain ``run``.
     - ``graph``: the network as the target runs it (artifact -> NIR graph; Loihi: integer
       weights, pools folded into strided convolutions). None: the exported graph itself.
+    - ``mapping``: ``mapping(artifact, chip)`` -> the cores and chips the network takes on a
+      chip (:meth:`spikeport.exporters.loihi.mapping.Mapping.as_dict`), which the energy
+      model charges static power for. None: no placement known (a whole chip is charged).
     """
 
     matmul: str = "numpy"
     binary_spikes: bool = False
     run: Callable[[Any, np.ndarray], Recording] | None = None
     graph: Callable[[Any], nir.NIRGraph] | None = None
+    mapping: Callable[[Any, str], dict] | None = None
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,10 @@ def export_cmd(
                    f"bias: {layer['bias']}")
     for note in info.approximations or []:
         typer.echo(f"  approximation: {note}")
+    if info.mapping:
+        from spikeport.exporters.loihi.mapping import format_mapping
+
+        typer.echo(format_mapping(info.mapping))
 
 
 @app.command("inspect")

@@ -28,14 +28,16 @@ EXPORT_FORMATS = ("nir", "onnx", "loihi")
 class ExportResult:
     """What ``spikeport export --json`` prints: the artifact written and its format (``nir``,
     ``onnx`` or ``netx``); a NIR export also counts its top-level ``nodes``; a Loihi export
-    names its ``report`` file and carries the per-layer quantisation report (``layers``) and
-    the lossy rewrites applied (``approximations``)."""
+    names its ``report`` file and carries the per-layer quantisation report (``layers``), the
+    lossy rewrites applied (``approximations``) and the cores and chips it needs on Loihi
+    (``mapping``, :func:`spikeport.exporters.loihi.mapping.map_network`)."""
     artifact: str
     format: str
     nodes: int | None = None
     report: str | None = None
     layers: list[dict] | None = None
     approximations: list[str] | None = None
+    mapping: dict | None = None
 
     def to_json(self) -> dict:
         return io.dataclass_json(self, omit_if_none=None)
@@ -64,15 +66,18 @@ def export(run_dir: str | Path, to: str, allow_approximation: bool = False) -> E
 def _export_loihi(tx: transactions.Transaction, run_dir: Path, graph: nir.NIRGraph,
                   allow_approximation: bool) -> ExportResult:
     from spikeport.exporters.loihi import netx
+    from spikeport.exporters.loihi.mapping import map_network
     from spikeport.exporters.loihi.quantize import quantize
 
     net = quantize(graph, allow_approximation=allow_approximation)
+    mapping = map_network(net).as_dict()
     tx.write_with(runs.NETX_FILE, lambda p: netx.write(net, p))
-    tx.write_json(runs.LOIHI_REPORT_FILE,
-                  {"layers": net.report(), "approximations": net.approximations})
+    tx.write_json(runs.LOIHI_REPORT_FILE, {"layers": net.report(),
+                                           "approximations": net.approximations,
+                                           "mapping": mapping})
     return ExportResult(str(run_dir / runs.NETX_FILE), "netx",
                         report=str(run_dir / runs.LOIHI_REPORT_FILE), layers=net.report(),
-                        approximations=net.approximations)
+                        approximations=net.approximations, mapping=mapping)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import numpy as np
 from spikeport.core.recording import Recording
 from spikeport.exporters.loihi import netx
 from spikeport.exporters.loihi.emulator import check_spikes
+from spikeport.exporters.loihi.mapping import map_network
 from spikeport.exporters.loihi.quantize import LoihiNetwork
 from spikeport.exporters.loihi.target import SUPPORTED, compile_network
 from spikeport.exporters.targets import Counting, Target, register
@@ -71,4 +72,5 @@ register(Target(
     profiles=("loihi", "loihi2"), exactness="ground truth for Loihi (bit-accurate simulation)",
     summary="netx file in Lava's CPU simulator (Loihi2SimCfg, fixed point), Python 3.10 env",
     batch_size=None,
-    counting=Counting(binary_spikes=True, graph=lambda art: art.net.as_graph())))
+    counting=Counting(binary_spikes=True, graph=lambda art: art.net.as_graph(),
+                      mapping=lambda art, chip: map_network(art.net, chip).as_dict())))

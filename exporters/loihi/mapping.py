@@ -118,16 +118,6 @@ class Mapping:
                 "model": "estimate after nengo-loihi's synapse format; convolutions counted "
                          "expanded (no shared population axons): an upper bound for them"}
 
-    def table(self) -> str:
-        rows = [f"{'layer':<16} {'neurons':>8} {'cores':>6} {'in axons':>9} {'out axons':>9} "
-                f"{'syn KB':>7}  split by"]
-        for m in self.layers:
-            rows.append(f"{m.layer:<16} {m.neurons:>8} {m.cores:>6} {m.input_axons:>9} "
-                        f"{m.output_axons:>9} {m.synapse_bits / 8192:>7.1f}  {m.decided_by}")
-        rows.append(f"total: {self.cores} cores on {self.chips} {self.chip.name} chip(s) "
-                    f"({self.chip.cores_per_chip} cores per chip)")
-        return "\n".join(rows)
-
 
 def map_network(net, chip: str = "loihi") -> Mapping:
     """The cores and chips ``net`` (a LoihiNetwork) needs on ``chip`` (module docstring)."""
@@ -260,3 +250,17 @@ def _bits(n_weights: np.ndarray, compartments: int) -> np.ndarray:
     full, rest = np.divmod(n_weights, BLOCK_SYNAPSES)
     words = lambda k: -(-(k * per + BLOCK_HEADER_BITS) // WORD_BITS)  # noqa: E731
     return full * words(BLOCK_SYNAPSES) * WORD_BITS + np.where(rest > 0, words(rest), 0) * WORD_BITS
+
+
+def format_mapping(m: dict) -> str:
+    """The table of a mapping's JSON (:meth:`Mapping.as_dict`): cores per layer, the largest
+    use of each limit on one of them, the limit that split the layer, and the total."""
+    rows = [f"  {'layer':<16} {'neurons':>8} {'cores':>6} {'in axons':>9} {'out axons':>9} "
+            f"{'syn KB':>7}  split by"]
+    for lm in m["layers"]:
+        rows.append(f"  {lm['layer']:<16} {lm['neurons']:>8} {lm['cores']:>6} "
+                    f"{lm['input_axons']:>9} {lm['output_axons']:>9} "
+                    f"{lm['synapse_bits'] / 8192:>7.1f}  {lm['decided_by']}")
+    rows.append(f"  {m['cores']} cores on {m['chips']} {m['chip']} chip(s) "
+                f"({m['cores_per_chip']} cores per chip; an estimate, see the mapping's 'model')")
+    return "\n".join(rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import nir
 
 from spikeport.exporters.loihi import emulator
+from spikeport.exporters.loihi.mapping import map_network
 from spikeport.exporters.loihi.quantize import LoihiNetwork, quantize
 from spikeport.exporters.targets import Counting, Target, register
 
@@ -26,4 +27,5 @@ register(Target(
     exactness="bit-identical to lava (fixed point)",
     summary="batched numpy emulator of Loihi CUBA fixed-point arithmetic",
     counting=Counting(binary_spikes=True, graph=lambda net: net.as_graph(),
-                      run=lambda net, x: emulator.run(net, x, activity=True))))
+                      run=lambda net, x: emulator.run(net, x, activity=True),
+                      mapping=lambda net, chip: map_network(net, chip).as_dict())))
