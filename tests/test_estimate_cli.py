@@ -191,8 +191,8 @@ def test_a_figure_that_came_out_non_finite_is_refused_and_nothing_is_written(run
 
     real = pipeline._energies
 
-    def overflowing(counts, memory, profiles):
-        out = real(counts, memory, profiles)
+    def overflowing(*args):
+        out = real(*args)
         for figures in out.values():
             figures["total_J"] = float("inf")
         return out
@@ -203,3 +203,27 @@ def test_a_figure_that_came_out_non_finite_is_refused_and_nothing_is_written(run
     assert r.exit_code == 2 and r.stdout == "", r.output
     assert "came out as inf" in r.stderr and "nothing was written" in r.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_loihi_estimate_maps_the_network_and_splits_dynamic_from_static_energy(run_dir):
+    """On a Loihi target the JSON carries the mapping, and the static term is the mapped
+    cores' share of the chip; on a float target there is no mapping and a whole chip is
+    charged, as the static_power entry says."""
+    r = invoke("estimate", run_dir, "--target", "loihi-emu", "--profile", "loihi",
+               "--cutoff", "none", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    m, e = res["mapping"], res["energy"]["loihi"]
+    assert m["chip"] == "loihi" and m["cores"] == len(m["layers"]) >= 2 and m["chips"] == 1
+    assert [lm["cores"] for lm in m["layers"]] == [1] * len(m["layers"])
+    s = e["static_power"]
+    assert s["cores"] == m["cores"]
+    assert res["energy_static_j"] == pytest.approx(s["whole_chips_J"] * m["cores"] / 128)
+    assert res["energy_dynamic_j"] + res["energy_static_j"] == pytest.approx(
+        res["energy_per_sample_j"])
+    assert 0 < res["energy_dynamic_j"] < res["energy_per_sample_j"]
+    ref = json.loads(invoke("estimate", run_dir, "--target", "reference", "--profile", "loihi",
+                            "--cutoff", "none", "--json").stdout)
+    assert "mapping" not in ref
+    assert "whole chip" in ref["energy"]["loihi"]["static_power"]["charged_for"]
+    assert ref["energy_dynamic_j"] > 0

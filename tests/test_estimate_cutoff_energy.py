@@ -379,6 +379,41 @@ def test_energy_loihi_by_hand():
     assert r2["static_power"]["dt_step_source"] == "argument"
 
 
+def test_static_power_is_charged_for_the_mapped_cores_with_the_whole_chip_alongside():
+    whole = 0.104 * 4 * 1e-3                                          # 416 uJ: one chip
+    r = en.energy(COUNTS, "loihi", placement={"cores": 2, "cores_per_chip": 128})
+    assert r["terms_J"]["static"] == pytest.approx(whole * 2 / 128)    # 6.5 uJ
+    assert r["static_J"] == r["terms_J"]["static"]
+    assert r["dynamic_J"] == pytest.approx(55.485e-9)
+    assert r["total_J"] == pytest.approx(r["dynamic_J"] + r["static_J"])
+    s = r["static_power"]
+    assert (s["cores"], s["chips"], s["whole_chips_J"]) == (2, 1, pytest.approx(whole))
+    assert "2 of 128 cores" in s["charged_for"]
+    # 300 cores take three chips: charged 300 / 128 of a chip, three whole chips alongside
+    s3 = en.energy(COUNTS, "loihi", placement={"cores": 300, "cores_per_chip": 128})
+    assert s3["static_J"] == pytest.approx(whole * 300 / 128)
+    assert s3["static_power"]["whole_chips_J"] == pytest.approx(3 * whole)
+    # without a placement a whole chip is charged, and said so
+    r0 = en.energy(COUNTS, "loihi")
+    assert r0["static_J"] == pytest.approx(whole) and "whole chip" in r0["static_power"]["charged_for"]
+
+
+def test_dynamic_energy_follows_the_activity_and_static_does_not():
+    """Halving every activity count halves the dynamic energy exactly; the static term stays."""
+    half = {k: v / 2 if k != "steps" else v for k, v in COUNTS.items()}
+    place = {"cores": 2, "cores_per_chip": 128}
+    a, b = en.energy(COUNTS, "loihi", placement=place), en.energy(half, "loihi", placement=place)
+    assert b["dynamic_J"] == pytest.approx(a["dynamic_J"] / 2)
+    assert b["static_J"] == pytest.approx(a["static_J"])
+
+
+@pytest.mark.parametrize("placement", [{"cores": 0, "cores_per_chip": 128}, {"cores": 2},
+                                       {"cores": 2.5, "cores_per_chip": 128}, "two"])
+def test_a_bad_placement_is_refused(placement):
+    with pytest.raises(en.ProfileError, match="placement"):
+        en.energy(COUNTS, "loihi", placement=placement)
+
+
 def test_energy_truenorth_no_double_counted_static():
     r = en.energy(COUNTS, "truenorth")
     assert r["total_J"] == pytest.approx(1000 * 26e-12)               # 26 nJ, nothing else

@@ -594,11 +594,13 @@ def test_estimate_result_json_leaves_out_the_first_sample_and_unset_fields():
 
     r = EstimateResult(target="t", inputs="i", samples=2, T=3, spikes_per_sample=1.5,
                        hidden_usage=None, synops_per_sample=2.0, memory_bytes_per_sample=8.0,
-                       energy_per_sample_j=1e-9, energy_profile="p", energy={"p": {}},
+                       energy_per_sample_j=1e-9, energy_dynamic_j=4e-10, energy_static_j=6e-10,
+                       energy_profile="p", energy={"p": {}},
                        cutoff=None, counts={"spikes": 1.5}, metrics={"layers": {}},
                        first_sample={"lif": np.ones((3, 2))})
     d = r.as_dict()
     assert "first_sample" not in d and "pipeline_latency_steps" not in d and "plots" not in d
+    assert "mapping" not in d and d["energy_dynamic_j"] == 4e-10
     assert d["metrics"] == {"layers": {}} and d["cutoff"] is None and d["hidden_usage"] is None
     assert r.to_json() == {k: v for k, v in d.items() if k != "metrics"}
     r.pipeline_latency_steps, r.plots = 2, ["a.png"]

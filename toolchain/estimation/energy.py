@@ -8,9 +8,14 @@ constant carries its value, unit, basis (simulated / measured / derived / preset
     E = N_synop * e_synop + N_upd,active * e_active + N_upd,idle * e_idle
         + N_spike,out * e_spike + P_static * t* * dt_step  [+ memory terms]
 
-per sample, with hops = 0 (no placement known). The static term is added only where the
-profile gives ``p_static`` and ``dt_step`` and does not declare
-``static_power_included_in`` (TrueNorth's 26 pJ per event already contains static power).
+per sample, with hops = 0. The static term is added only where the profile gives
+``p_static`` and ``dt_step`` and does not declare ``static_power_included_in`` (TrueNorth's
+26 pJ per event already contains static power). With a ``placement`` (the cores a network's
+mapping uses on the profile's chip, :mod:`spikeport.exporters.loihi.mapping`) the static term
+is P_static x cores / cores_per_chip: the share of the chip the network occupies, an
+assumption (static power spread evenly over the cores), with the whole chips' figure
+alongside in ``static_power``; without one, a whole chip is charged. ``dynamic_J`` is the
+sum of every term but the static one, ``static_J`` the static term.
 On a ``dense`` (non-spiking) device every connection and every neuron is charged every
 step: the synaptic term uses ``synops_dense`` and there is no spike term.
 
@@ -160,9 +165,11 @@ class _Bill:
         if c["synops_mac"] and p.si("e_synop_mac") is not None:
             self.used.add("e_synop_mac")
 
-    def static(self, c: dict, dt_step: float | None) -> tuple[float | None, dict]:
-        """Static power x t* x dt_step, unless already inside another constant; returns the
-        step time used and the static-power treatment."""
+    def static(self, c: dict, dt_step: float | None,
+               placement: dict | None = None) -> tuple[float | None, dict]:
+        """Static power x t* x dt_step (x the share of the chip ``placement`` occupies),
+        unless already inside another constant; returns the step time used and the
+        static-power treatment."""
         p = self.p
         dt = dt_step if dt_step is not None else p.si("dt_step")
         if dt is not None and dt_step is None:
@@ -176,10 +183,22 @@ class _Bill:
         if dt is None:
             self.unpriced("static", "no dt_step")
             return dt, {"status": "p_static given but no step time; pass dt_step="}
-        self.terms["static"] = p.si("p_static") * c["steps"] * dt
+        whole = p.si("p_static") * c["steps"] * dt
         self.used.add("p_static")
-        return dt, {"status": "added", "p_static_W": p.si("p_static"), "dt_step_s": dt,
-                    "dt_step_source": "argument" if dt_step is not None else "profile"}
+        info = {"status": "added", "p_static_W": p.si("p_static"), "dt_step_s": dt,
+                "dt_step_source": "argument" if dt_step is not None else "profile"}
+        if placement is None:
+            self.terms["static"] = whole
+            info["charged_for"] = "one whole chip (no mapping known for this target)"
+            return dt, info
+        cores, per_chip = int(placement["cores"]), int(placement["cores_per_chip"])
+        chips = max(1, -(-cores // per_chip))
+        self.terms["static"] = whole * cores / per_chip
+        info.update(charged_for=f"{cores} of {per_chip} cores per chip (the network's mapping; "
+                                "static power assumed spread evenly over the cores)",
+                    cores=cores, cores_per_chip=per_chip, chips=chips,
+                    whole_chips_J=whole * chips)
+        return dt, info
 
     def memory(self, c: dict) -> None:
         """Memory accesses per level, only where the counts give them."""
@@ -193,10 +212,13 @@ class _Bill:
             self.unpriced("memory", "profile has no e_mem_* constants")
 
 
-def energy(counts: dict, profile, dt_step: float | None = None) -> dict:
+def energy(counts: dict, profile, dt_step: float | None = None,
+           placement: dict | None = None) -> dict:
     """Energy per sample on ``profile`` (a :class:`Profile`, a name or a path).
 
     ``dt_step`` (seconds) overrides the profile's step time, e.g. for an unthrottled run.
+    ``placement`` ({"cores": n, "cores_per_chip": m}, e.g. a mapping's): static power is
+    charged for those cores only (module docstring).
     Returns the joules per term (``None`` where the profile has no constant for it), the
     total over the modelled terms, the count breakdown, the constants used with their
     markers, the static-power treatment, the wall-clock time t* x dt_step, and the labelled
@@ -218,7 +240,7 @@ def energy(counts: dict, profile, dt_step: float | None = None) -> dict:
         bill.terms["spikes"] = 0.0  # a non-spiking device sends no spikes; all ops are in synops
     else:
         bill.charge("spikes", c["spikes"], "e_spike")
-    dt, static = bill.static(c, dt_step)
+    dt, static = _static(bill, c, dt_step, placement)
     bill.memory(c)
     result = {
         "profile": p.name,
@@ -228,6 +250,8 @@ def energy(counts: dict, profile, dt_step: float | None = None) -> dict:
         "counts": c,
         "terms_J": bill.terms,
         "total_J": sum(v for v in bill.terms.values() if v is not None),
+        "dynamic_J": sum(v for k, v in bill.terms.items() if v is not None and k != "static"),
+        "static_J": bill.terms.get("static"),
         "not_modelled": bill.not_modelled,
         "static_power": static,
         "wall_time_s": None if dt is None else c["steps"] * dt,
@@ -240,11 +264,22 @@ def energy(counts: dict, profile, dt_step: float | None = None) -> dict:
     return result
 
 
+def _static(bill: _Bill, c: dict, dt_step, placement: dict | None):
+    if placement is not None:
+        for key in ("cores", "cores_per_chip"):
+            v = placement.get(key) if isinstance(placement, dict) else None
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ProfileError(f"placement {key} = {v!r} is not a whole number >= 1",
+                                   "pass placement={'cores': n, 'cores_per_chip': m}")
+    return bill.static(c, dt_step, placement)
+
+
 def _check_finite(result: dict, profile: Profile) -> None:
     """The last line of defence: no energy figure leaves as NaN or infinity (the inputs are
     checked to be finite, but their products can overflow)."""
     figures = {**{f"terms_J.{k}": v for k, v in result["terms_J"].items()},
                "total_J": result["total_J"], "wall_time_s": result["wall_time_s"],
+               "dynamic_J": result["dynamic_J"],
                **{f"naive.{k}": v for k, v in result["naive"].items()
                   if isinstance(v, float)}}
     bad = next((k for k, v in figures.items() if v is not None and not math.isfinite(v)), None)

@@ -106,13 +106,15 @@ def _cutoff_rule(method: str, epsilon: float | None, run_dir: Path | None, input
 @dataclass
 class _Counted:
     """What running the target batch by batch leaves: the metrics, the per-step outputs
-    (T, B, C), exit steps and forced mask (B,), the first sample's spikes, the latency."""
+    (T, B, C), exit steps and forced mask (B,), the first sample's spikes, the latency, and
+    the compiled artifact."""
     metrics: dict
     outputs: np.ndarray
     exits: np.ndarray
     forced: np.ndarray
     first_sample: dict
     pipeline_latency: int | None
+    artifact: object = None
 
 
 def _run_and_count(tg, graph, x: np.ndarray, rule: CutoffRule, batch_size: int,
@@ -142,7 +144,7 @@ def _run_and_count(tg, graph, x: np.ndarray, rule: CutoffRule, batch_size: int,
         # side with plain inference; freed first, the difference was gone)
         del rec
     return _Counted(acc.summary(), np.concatenate(outputs, 1), np.concatenate(exits),
-                    np.concatenate(forced), first, latency)
+                    np.concatenate(forced), first, latency, artifact)
 
 
 def _cutoff_summary(rule: CutoffRule, counted: _Counted, y: np.ndarray | None) -> dict | None:
@@ -180,10 +182,22 @@ def energy_counts(m: dict) -> dict:
             "dense_ann_memory_accesses_64bit": m["memory"]["ann_dense"]["accesses_64bit"]}
 
 
-def _energies(counts: dict, memory: dict, profiles: dict[str, Profile]) -> dict[str, dict]:
-    """Energy per profile; the Lemaire memory traffic goes to the profiles that price it."""
+def _mappings(tg, artifact, profiles: dict[str, Profile]) -> dict[str, dict]:
+    """Chip -> the network's mapping onto it, for the chips the profiles name, where the
+    target can place its network (:attr:`Counting.mapping`)."""
+    chips = {p.chip for p in profiles.values() if p.chip is not None}
+    if tg.counting.mapping is None:
+        return {}
+    return {chip: tg.counting.mapping(artifact, chip) for chip in sorted(chips)}
+
+
+def _energies(counts: dict, memory: dict, profiles: dict[str, Profile],
+              mappings: dict[str, dict]) -> dict[str, dict]:
+    """Energy per profile; the Lemaire memory traffic goes to the profiles that price it, and
+    static power is charged for the cores the mapping on the profile's chip uses."""
     with_memory = {**counts, "memory_accesses_64bit": memory["accesses_64bit"]}
-    return {name: energy(with_memory if prof.prices_memory else counts, prof)
+    return {name: energy(with_memory if prof.prices_memory else counts, prof,
+                         placement=mappings.get(prof.chip))
             for name, prof in profiles.items()}
 
 
@@ -227,14 +241,18 @@ def _estimate(tx: transactions.Transaction | None, run_or_graph, target: str, pr
     counted = _run_and_count(tg, graph, inputs.x, rule, batch_size, allow_approximation)
     m = counted.metrics
     counts = energy_counts(m)
-    energies = _energies(counts, m["memory"], profiles)
+    mappings = _mappings(tg, counted.artifact, profiles)
+    energies = _energies(counts, m["memory"], profiles, mappings)
+    first = energies[names[0]]
     result = EstimateResult(
         target=target, inputs=inputs.source, samples=int(inputs.x.shape[1]),
         T=int(inputs.x.shape[0]), spikes_per_sample=m["spikes_per_sample"],
         hidden_usage=m["hidden_usage"]["mean"],
         synops_per_sample=m["synops_total"]["effective"],
         memory_bytes_per_sample=m["memory"]["bytes_per_sample"],
-        energy_per_sample_j=energies[names[0]]["total_J"], energy_profile=names[0],
+        energy_per_sample_j=first["total_J"], energy_profile=names[0],
+        energy_dynamic_j=first["dynamic_J"], energy_static_j=first["static_J"],
+        mapping=mappings.get(profiles[names[0]].chip),
         energy=energies, cutoff=_cutoff_summary(rule, counted, inputs.y), counts=counts,
         metrics=m, pipeline_latency_steps=counted.pipeline_latency,
         first_sample=counted.first_sample)

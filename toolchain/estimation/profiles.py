@@ -111,6 +111,7 @@ class ProfileFile(_Schema):
     process: str = "unstated"
     voltage: str = "unstated"
     static_power_included_in: str | None = None
+    chip: Literal["loihi", "loihi2"] | None = None  # the chip whose cores a mapping counts
     constants: dict[Literal[tuple(CONSTANTS)], ConstantEntry]
     notes: list[StrictStr] = []
 
@@ -238,6 +239,7 @@ class Profile:
     static_power_included_in: str | None
     constants: dict[str, Constant]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    chip: str | None = None
 
     def si(self, name: str) -> float | None:
         c = self.constants.get(name)
@@ -255,7 +257,7 @@ class Profile:
                               e.basis, e.marker, e.source, e.note)
                   for n, e in f.constants.items()}
         return cls(f.name, path, f.description, f.device, f.process, f.voltage,
-                   f.static_power_included_in, consts, tuple(f.notes))
+                   f.static_power_included_in, consts, tuple(f.notes), f.chip)
 
 
 def list_profiles() -> list[str]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 # fields left out of the JSON when None
-_OPTIONAL = ("pipeline_latency_steps", "plots")
+_OPTIONAL = ("pipeline_latency_steps", "plots", "mapping")
 
 
 @dataclass
@@ -24,7 +24,11 @@ class EstimateResult:
       Lemaire memory traffic (:mod:`~spikeport.estimation.memory`).
     - ``energy``: per energy profile, the result of :func:`~spikeport.estimation.energy.energy`;
       ``energy_profile`` names the first (the one asked for, else the target's first), whose
-      total is ``energy_per_sample_j``.
+      total is ``energy_per_sample_j``, split into ``energy_dynamic_j`` (every term but
+      static power) and ``energy_static_j`` (None where the profile has no static term).
+    - ``mapping``: the cores and chips the network takes on the first profile's chip
+      (:func:`spikeport.exporters.loihi.mapping.map_network`), on which its static power is
+      charged; only on the Loihi targets with a Loihi profile (absent from the JSON else).
     - ``cutoff``: the anytime-exit summary (method, mean / median / p95 steps, accuracy at the
       cutoff and at T, speedup, forced fraction, oracle OCT, histogram, and the full ``report``
       of :func:`~spikeport.estimation.cutoff.cutoff_report`); None without labels.
@@ -47,6 +51,8 @@ class EstimateResult:
     synops_per_sample: float
     memory_bytes_per_sample: float
     energy_per_sample_j: float
+    energy_dynamic_j: float
+    energy_static_j: float | None
     energy_profile: str
     energy: dict[str, dict]
     cutoff: dict | None
@@ -54,6 +60,7 @@ class EstimateResult:
     metrics: dict = field(repr=False)
     pipeline_latency_steps: int | None = None
     plots: list[str] | None = None
+    mapping: dict | None = None
     first_sample: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def as_dict(self) -> dict:
@@ -72,8 +79,13 @@ class EstimateResult:
     def table(self) -> str:
         """The human-readable report ``spikeport estimate`` prints."""
         header = [f"target {self.target}  inputs {self.inputs}  T = {self.T}", ""]
+        mapping = []
+        if self.mapping is not None:
+            from spikeport.exporters.loihi.mapping import format_mapping
+
+            mapping = ["", f"mapping on {self.mapping['chip']}:", format_mapping(self.mapping)]
         return "\n".join(header + _population_lines(self.metrics) + _summary_lines(self)
-                         + _energy_lines(self))
+                         + mapping + _energy_lines(self))
 
 
 def _population_lines(m: dict) -> list[str]:
@@ -116,6 +128,12 @@ def _energy_lines(r: EstimateResult) -> list[str]:
         terms = ", ".join(f"{k} {v:.3g}" for k, v in e["terms_J"].items() if v is not None)
         lines.append(f"energy [{name}]{' ' * max(1, 14 - len(name))}{e['total_J']:.4g} J per sample "
                      f"({terms}); constants: {', '.join(e['markers_used'])}")
+        static = e["static_power"]
+        if e["static_J"] is not None:
+            whole = static.get("whole_chips_J")
+            lines.append(f"  dynamic {e['dynamic_J']:.4g} J, static {e['static_J']:.4g} J for "
+                         f"{static['charged_for']}" + ("" if whole is None else
+                                                       f"; whole chip(s): {whole:.4g} J"))
     naive = next(iter(r.energy.values()))["naive"]
     lines.append(f"naive #AC x 0.9 pJ + #MAC x 4.6 pJ (comparison only): {naive['J']:.4g} J")
     if naive.get("ann_dense_J") is not None:
