@@ -227,3 +227,15 @@ def test_loihi_estimate_maps_the_network_and_splits_dynamic_from_static_energy(r
     assert "mapping" not in ref
     assert "whole chip" in ref["energy"]["loihi"]["static_power"]["charged_for"]
     assert ref["energy_dynamic_j"] > 0
+
+
+def test_the_per_layer_energy_of_the_plot_adds_up_to_the_dynamic_energy(run_dir):
+    """The energy plot's per-connection and per-population bars are the dynamic energy split
+    by layer: they add up to energy_dynamic_j."""
+    from spikeport import estimate
+    from spikeport.estimation.plots import _layer_energy
+
+    r = estimate(run_dir, "loihi-emu", profile="loihi", cutoff="none")
+    rows = _layer_energy(r)
+    assert {label.split()[0] for label, _ in rows} == {"synapses", "neurons"}
+    assert sum(v for _, v in rows) == pytest.approx(r.energy_dynamic_j, rel=1e-9)
