@@ -1,9 +1,10 @@
 """NIR -> Loihi CUBA fixed point: the layers a netx file and the emulator are built from.
 
-Supported graphs are chains ``Input [-> Flatten] -> (Affine | Linear) -> (LIF | CubaLIF | IF)
--> ... -> Output``, where a population may also have a recurrent weight (an Affine without
-bias or a Linear from the population back into itself: netx ``dense_rec``). Each NIR
-population becomes one Lava CUBA population (SEMANTICS.md 7):
+Supported graphs are chains of synapse -> population layers (:mod:`spikeport.exporters.loihi.chain`):
+``(Affine | Linear | Conv2d) -> (LIF | CubaLIF | IF)``, a population optionally with a recurrent
+Affine/Linear into itself (netx ``dense_rec``), pools and a Flatten between populations and
+convolutions folded into the synapse's weights (:mod:`spikeport.exporters.loihi.fold`). Each
+NIR population becomes one Lava CUBA population (SEMANTICS.md 7):
 
 - CubaLIF: iDecay = round(4096 dt/tau_syn), vDecay = round(4096 dt/tau_mem); the gains
   g_i = w_in dt/tau_syn and g_v = r dt/tau_mem are folded into the rows of the weights.
@@ -18,8 +19,8 @@ Each layer has its own scale s (integers = s x floats), the largest that keeps e
 in [-256, 254], the threshold in u17 and the bias in s13. Weights are written as even
 integers, which netx's bit packing keeps exactly. Refused with a clear error: non-zero
 v_reset, heterogeneous time constants or thresholds within a population (Lava's LIF has one
-du, dv, vth per population), tau_mem = dt (vDecay 4096 does not fit u12), convolution and
-pooling (not implemented yet), any other node.
+du, dv, vth per population), tau_mem = dt (vDecay 4096 does not fit u12), a bias on a
+recurrent weight, Conv1d, any other node.
 
 :func:`quantize` returns a :class:`LoihiNetwork` with a per-layer :class:`LayerReport` of
 what was lost.
@@ -31,14 +32,14 @@ from dataclasses import asdict, dataclass, field
 import nir
 import numpy as np
 
+from spikeport.exporters.loihi import fold
+from spikeport.exporters.loihi.chain import LayerSpec, chain
+from spikeport.exporters.loihi.chain import refuse as _refuse
 from spikeport.ir import neurons
-from spikeport.ir.program import Program, build_program, conv_padding, pair
+from spikeport.ir.program import Program, build_program
 from spikeport.core import units
 from spikeport.core.errors import ExportError
 
-SYNAPSES = (nir.Affine, nir.Linear)
-POOLS = (nir.SumPool2d, nir.AvgPool2d)
-NEURONS = (nir.LIF, nir.CubaLIF, nir.IF)
 
 
 @dataclass
@@ -148,149 +149,31 @@ def _per_unit(name: str, what: str, values, n: int) -> np.ndarray:
     return np.full(n, _uniform(name, what, a))
 
 
-def _refuse(node_name, node, why, fix):
-    raise ExportError(f"node {node_name!r} ({type(node).__name__}) {why} for the Loihi target", fix)
-
-
-def _through_identities(program: Program, name: str) -> str:
-    """The first node upstream of ``name`` that is not a subgraph's Input/Output pass-through."""
-    while isinstance(program.nodes[name], (nir.Input, nir.Output)) and name not in program.graph_inputs:
-        srcs = [s for s, rec in program.inputs[name] if not rec]
-        if len(srcs) != 1:
-            break
-        name = srcs[0]
-    return name
-
-
-def _chain(program: Program) -> tuple[list[tuple[str, str, str | None]], set[str]]:
-    """[(synapse, neuron, recurrent synapse or None)] in order, and the Flatten nodes."""
-    nodes = program.nodes
-    flattens = set()
-    layers = []
-    consumed = set()
-    for name in program.order:
-        node = nodes[name]
-        if name in consumed or isinstance(node, (nir.Input, nir.Output)):
-            continue
-        if isinstance(node, nir.Flatten):
-            flattens.add(name)
-            continue
-        if isinstance(node, SYNAPSES):
-            continue  # taken with the population it feeds
-        if isinstance(node, NEURONS):
-            ff = [_through_identities(program, s) for s, rec in program.inputs[name] if not rec]
-            rec = [s for s, r in program.inputs[name] if r]
-            pool = None
-            if len(ff) == 1 and isinstance(nodes[ff[0]], POOLS):
-                pool = ff[0]
-                srcs = [_through_identities(program, s) for s, r in program.inputs[pool] if not r]
-                if len(srcs) != 1 or not isinstance(nodes[srcs[0]], nir.Conv2d):
-                    _refuse(pool, nodes[pool], "does not follow a convolution",
-                            "pool the synaptic current of a Conv2d (conv -> pool -> neurons)")
-                ff = srcs
-            if len(ff) != 1 or not isinstance(nodes[ff[0]], SYNAPSES + (nir.Conv2d,)):
-                _refuse(name, node, "is not fed by exactly one Affine, Linear or Conv2d",
-                        "use a chain of synapse -> population layers")
-            rec_syn = None
-            if rec:
-                if len(rec) != 1 or not isinstance(nodes[rec[0]], SYNAPSES) or \
-                        [s for s, _ in program.inputs[rec[0]]] != [name]:
-                    _refuse(name, node, "has a recurrence that is not one weight from the "
-                            "population to itself", "use a single recurrent Affine/Linear")
-                rec_syn = rec[0]
-                consumed.add(rec_syn)
-            layers.append((ff[0], name, rec_syn, pool))
-            consumed.update({ff[0]} | ({pool} if pool else set()))
-            continue
-        if isinstance(node, (nir.Conv2d,) + POOLS):
-            continue  # taken with the population it feeds (checked there)
-        if isinstance(node, nir.Conv1d):
-            _refuse(name, node, "is not supported", "use Conv2d (a 1-d signal as height 1)")
-        _refuse(name, node, "has no Loihi equivalent",
-                "use Affine/Linear synapses and LIF, CubaLIF or IF populations")
-    if not layers:
-        raise ExportError("the graph has no spiking population", "export a spiking network")
-    return layers, flattens
-
-
 def _conv_params(name, conv, pool_name, pool, in_shape):
-    """(weight, bias, conv parameters, output shape) of a Conv2d, with a following
-    SumPool2d/AvgPool2d folded in exactly: pooling the current of a stride-1 convolution
-    with a P x P window and stride P equals one convolution with a (k+P-1)-wide kernel
-    K'[m, n] = c * sum_{a,b < P} w[m-a, n-b] (c = 1/P^2 for average, 1 for sum), stride P."""
-    if len(in_shape) != 3:
-        raise ExportError(f"convolution {name!r} receives shape {in_shape}, expects (C, H, W)",
-                          "feed convolutions an image-shaped input")
-    w = np.asarray(conv.weight, dtype=np.float64)
-    b = np.asarray(conv.bias, dtype=np.float64) if conv.bias is not None else np.zeros(w.shape[0])
-    stride, dil, groups = pair(conv.stride), pair(conv.dilation), int(conv.groups)
-    pads = conv_padding(conv.padding if isinstance(conv.padding, str) else pair(conv.padding),
-                        w.shape[2:], dil)
-    if any(lo != hi for lo, hi in pads):  # netx pads both sides alike
-        raise ExportError(f"convolution {name!r} uses asymmetric 'same' padding",
-                          "use an odd kernel or explicit padding")
-    pad = tuple(lo for lo, _ in pads)
+    """(weight, bias, conv parameters, output shape) of a Conv2d with a following pool of its
+    current folded in (:func:`spikeport.exporters.loihi.fold.pool_after_conv`)."""
+    c = fold.conv_of(name, conv)
     if pool is not None:
-        k, ps, pp = pair(pool.kernel_size), pair(pool.stride), pair(pool.padding)
-        if stride != (1, 1) or dil != (1, 1) or ps != k or pp != (0, 0) or k[0] != k[1]:
-            raise ExportError(f"pool {pool_name!r} after convolution {name!r} cannot be folded "
-                              "into one convolution (needs a stride-1, undilated convolution and "
-                              "a square pool with stride = kernel, no padding)",
-                              "use such a pool, or a strided convolution instead of pooling")
-        P = k[0]
-        c = 1.0 / (P * P) if isinstance(pool, nir.AvgPool2d) else 1.0
-        O, I, kh, kw = w.shape
-        folded = np.zeros((O, I, kh + P - 1, kw + P - 1))
-        for a in range(P):
-            for bb in range(P):
-                folded[:, :, a:a + kh, bb:bb + kw] += w
-        w = c * folded
-        b = b * (c * P * P)
-        stride = (P, P)
-    C, H, W = in_shape
-    if w.shape[1] * groups != C:
-        raise ExportError(f"convolution {name!r} expects {w.shape[1] * groups} input channels, "
-                          f"receives {C}", "check the graph's shapes")
-    eh, ew = dil[0] * (w.shape[2] - 1) + 1, dil[1] * (w.shape[3] - 1) + 1
-    Ho = (H + 2 * pad[0] - eh) // stride[0] + 1
-    Wo = (W + 2 * pad[1] - ew) // stride[1] + 1
-    params = {"stride": stride, "padding": pad, "dilation": dil, "groups": groups}
-    return w, b, params, (w.shape[0], Ho, Wo)
+        c = fold.pool_after_conv(c, name, pool, pool_name)
+    return c.weight, c.bias, c.params(), c.out_shape(in_shape)
 
 
 def quantize(graph: nir.NIRGraph, *, dt: float | None = None,
              allow_approximation: bool = False) -> LoihiNetwork:
     program = build_program(graph, dt)
-    layers, flattens = _chain(program)
+    specs = chain(program)
     input_shape = tuple(program.input_shape)
     approximations: list[str] = []
     out_layers, reports = [], []
     prev_shape = input_shape
-    for syn_name, neu_name, rec_name, pool_name in layers:
-        layer, report = _layer(program, syn_name, neu_name, rec_name, pool_name, prev_shape,
-                               allow_approximation)
-        layer.flatten_before = any(_through_identities(program, s) in flattens
-                                   for s, _ in program.inputs[syn_name])
+    for spec in specs:
+        layer, report = _layer(program, spec, prev_shape, allow_approximation)
+        layer.flatten_before = any(isinstance(program.nodes[n], nir.Flatten) for n in spec.pre)
         out_layers.append(layer)
         reports.append(report)
         approximations += report.notes
         prev_shape = layer.shape
     return LoihiNetwork(input_shape, out_layers, reports, program.dt, approximations)
-
-
-def _synapse(program: Program, syn_name: str, pool_name: str | None, prev_shape: tuple):
-    """(weight, bias, conv parameters or None, population shape) of a layer's synapse."""
-    syn = program.nodes[syn_name]
-    w = np.asarray(syn.weight, dtype=np.float64)
-    b = np.asarray(getattr(syn, "bias", None) if getattr(syn, "bias", None) is not None
-                   else np.zeros(w.shape[0]), dtype=np.float64)
-    if isinstance(syn, nir.Conv2d):
-        return _conv_params(syn_name, syn, pool_name, program.nodes.get(pool_name), prev_shape)
-    if w.shape[1] != int(np.prod(prev_shape)):
-        raise ExportError(f"layer {syn_name!r} takes {w.shape[1]} inputs but receives "
-                          f"{int(np.prod(prev_shape))}",
-                          "check the graph's shapes (nir.NIRGraph.infer_types)")
-    return w, b, None, (w.shape[0],)
 
 
 @dataclass
@@ -367,13 +250,13 @@ def _recurrent_weights(program: Program, rec_name: str, drive, n: int) -> np.nda
     return drive.gain[:, None] * np.asarray(rec.weight, dtype=np.float64)
 
 
-def _layer(program: Program, syn_name: str, neu_name: str, rec_name: str | None,
-           pool_name: str | None, prev_shape: tuple, allow_approximation: bool):
+def _layer(program: Program, spec: LayerSpec, prev_shape: tuple, allow_approximation: bool):
     """One synapse -> population layer in fixed point, and its report."""
+    syn_name, neu_name, rec_name = spec.synapse, spec.neuron, spec.recurrent
     neu = program.nodes[neu_name]
     if np.any(neurons.params_of(neu, program.dt).v_reset != 0):
         _refuse(neu_name, neu, "resets to a non-zero value", "reset to zero (v_reset = 0)")
-    w, b, conv, pop_shape = _synapse(program, syn_name, pool_name, prev_shape)
+    w, b, conv, pop_shape = fold.synapse(program, spec, prev_shape)
     if tuple(pop_shape) != tuple(program.shapes[neu_name]):
         _refuse(neu_name, neu, f"has shape {program.shapes[neu_name]} while its synapse "
                 f"{syn_name!r} gives {tuple(pop_shape)} values",
