@@ -340,6 +340,7 @@ def test_neurobench_cross_check(arch, kw):
     # not skip, or the cross-check would silently stop running.
     import torch
     from neurobench.benchmarks import Benchmark
+    from neurobench.metrics.static import ConnectionSparsity, Footprint
     from neurobench.metrics.workload import ActivationSparsity, SynapticOperations
     from neurobench.models import SNNTorchModel
     from torch.utils.data import DataLoader, TensorDataset
@@ -370,7 +371,7 @@ def test_neurobench_cross_check(arch, kw):
     net = Wrapped(model.double())
     loader = DataLoader(TensorDataset(x.transpose(0, 1), torch.zeros(B)), batch_size=B)
     bench = Benchmark(SNNTorchModel(net, custom_forward=True), loader, [], [],
-                      [[], [SynapticOperations, ActivationSparsity]])
+                      [[Footprint, ConnectionSparsity], [SynapticOperations, ActivationSparsity]])
     res = bench.run(quiet=True)
     nb_ops = res["SynapticOperations"]
     nb_sparsity = res["ActivationSparsity"]
@@ -394,6 +395,18 @@ def test_neurobench_cross_check(arch, kw):
           f"{nb_sparsity:.6f} (rel {rel_sp:.2e}); NB ACs {nb_ops['Effective_ACs']:.2f} "
           f"MACs {nb_ops['Effective_MACs']:.2f}; ours AC {t['ac']:.2f} MAC {t['mac']:.2f}")
     assert rel_eff < 0.01 and rel_dense < 0.01 and rel_sp < 0.01
+    # the same figures under NeuroBench's names, and its two static metrics
+    nbs = s["neurobench"]
+    assert nbs["SynapticOperations"] == {"Effective_MACs": t["neurobench_mac"],
+                                         "Effective_ACs": t["neurobench_ac"], "Dense": t["dense_snn"]}
+    assert nbs["ActivationSparsity"] == s["activation_sparsity"]["all"]
+    assert abs(nbs["ConnectionSparsity"] - res["ConnectionSparsity"]) < 1e-3  # NB rounds
+    assert 0 < res["ConnectionSparsity"] < 1
+    # Footprint: NeuroBench counts the model as it ran, in float64 here (8 bytes, ours is
+    # float32: 4), plus snntorch's two scalar buffers per spiking layer (graded_spikes_factor
+    # and reset_mechanism_val, 8 bytes each here)
+    spiking_layers = sum(1 for n in graph.nodes.values() if isinstance(n, (nir.LIF, nir.CubaLIF)))
+    assert 2 * nbs["Footprint"] + 16 * spiking_layers == res["Footprint"]
 
 
 def test_recurrent_weights_are_counted():
@@ -595,7 +608,7 @@ def test_estimate_result_json_leaves_out_the_first_sample_and_unset_fields():
     r = EstimateResult(target="t", inputs="i", samples=2, T=3, spikes_per_sample=1.5,
                        hidden_usage=None, synops_per_sample=2.0, memory_bytes_per_sample=8.0,
                        energy_per_sample_j=1e-9, energy_dynamic_j=4e-10, energy_static_j=6e-10,
-                       energy_profile="p", energy={"p": {}},
+                       energy_profile="p", energy={"p": {}}, neurobench={},
                        cutoff=None, counts={"spikes": 1.5}, metrics={"layers": {}},
                        first_sample={"lif": np.ones((3, 2))})
     d = r.as_dict()

@@ -58,6 +58,16 @@ What is counted (t*_b = exit step of sample b, 1-based; every count uses only t 
   non-zero state before the update, counted from the target's own ``Recording.active``
   (loihi-emu records it on request), else ``None``.
 - **Memory traffic**: :mod:`spikeport.estimation.memory`.
+- **NeuroBench's names** (``neurobench``): ``Footprint`` = 4 bytes (float32) per weight, bias
+  and per-neuron parameter the neuron model keeps (decays and threshold:
+  :data:`NEURON_STATE_PARAMS`); ``ConnectionSparsity`` = zero weights / weights of the
+  connection nodes; ``ActivationSparsity`` (all spiking layers, as above);
+  ``SynapticOperations`` = ``Effective_MACs``, ``Effective_ACs`` (the value-based split) and
+  ``Dense``. Checked against NeuroBench 2.3.0 on snntorch models
+  (tests/test_estimate_metrics.py::test_neurobench_cross_check; NeuroBench's Footprint also
+  counts snntorch's two scalar buffers per layer). NeuroBench's MembraneUpdates and
+  NeuronOperations are not reported: they compare snntorch's membrane before and after each
+  step, which only the torch targets hold; ``neuron_updates`` is spikeport's counterpart.
 
 A :class:`~spikeport.core.recording.Recording` with a per-node ``delay`` is read on the model's
 time axis (``aligned``), zero-padded at the end to T steps.
@@ -289,6 +299,11 @@ class PopulationTally:
                 "active_state_per_sample": None if self.state is None else self.state / n}
 
 
+# per-neuron parameters a neuron model keeps, for NeuroBench's Footprint: decay(s) and
+# threshold (snntorch's Leaky keeps beta and threshold, Synaptic alpha, beta and threshold)
+NEURON_STATE_PARAMS = {"LIF": 2, "CubaLIF": 3, "IF": 1, "LI": 1, "CubaLI": 2, "I": 0}
+
+
 class MetricsAccumulator:
     """Accumulates activity metrics of one target over batches; see the module docstring.
 
@@ -380,12 +395,34 @@ class MetricsAccumulator:
                                       "hidden": self._sparsity(net.hidden)}
         out["synops"], out["synops_total"] = self._synops()
         out["neuron_updates"], out["neuron_updates_total"] = self._neuron_updates()
+        out["neurobench"] = self._neurobench(out)
         out["memory"] = memory_traffic(
             {c: C.load(n) for c, C in self.connections.items()},
             {p: PopulationLoad(type(net.program.nodes[p]).__name__, U.neurons, U.dense / n,
                                layers[p]["spikes_per_sample"]["mean"] if p in layers else 0.0)
              for p, U in self.populations.items()})
         return out
+
+    def _neurobench(self, out: dict) -> dict:
+        """NeuroBench 2.3.0's names for the figures it shares with spikeport (module
+        docstring): Footprint, ConnectionSparsity, ActivationSparsity, SynapticOperations."""
+        nodes = self.network.program.nodes
+        weights = zeros = params = 0
+        for name in self.network.connections:
+            w = np.asarray(nodes[name].weight)
+            weights, zeros = weights + w.size, zeros + int(np.count_nonzero(w == 0))
+            bias = getattr(nodes[name], "bias", None)
+            params += w.size + (0 if bias is None else np.asarray(bias).size)
+        for name in self.network.populations:
+            kind = type(nodes[name]).__name__
+            params += NEURON_STATE_PARAMS.get(kind, 0) * self.populations[name].neurons
+        t = out["synops_total"]
+        return {"Footprint": 4 * params,
+                "ConnectionSparsity": zeros / weights if weights else None,
+                "ActivationSparsity": out["activation_sparsity"]["all"],
+                "SynapticOperations": {"Effective_MACs": t["neurobench_mac"],
+                                       "Effective_ACs": t["neurobench_ac"],
+                                       "Dense": t["dense_snn"]}}
 
     def _hidden_usage(self, layers: dict) -> dict:
         hidden = self.network.hidden

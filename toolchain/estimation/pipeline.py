@@ -252,6 +252,7 @@ def _estimate(tx: transactions.Transaction | None, run_or_graph, target: str, pr
         memory_bytes_per_sample=m["memory"]["bytes_per_sample"],
         energy_per_sample_j=first["total_J"], energy_profile=names[0],
         energy_dynamic_j=first["dynamic_J"], energy_static_j=first["static_J"],
+        neurobench=m["neurobench"],
         mapping=mappings.get(profiles[names[0]].chip),
         energy=energies, cutoff=_cutoff_summary(rule, counted, inputs.y), counts=counts,
         metrics=m, pipeline_latency_steps=counted.pipeline_latency,

@@ -29,6 +29,9 @@ class EstimateResult:
     - ``mapping``: the cores and chips the network takes on the first profile's chip
       (:func:`spikeport.exporters.loihi.mapping.map_network`), on which its static power is
       charged; only on the Loihi targets with a Loihi profile (absent from the JSON else).
+    - ``neurobench``: the figures NeuroBench 2.3.0 shares with spikeport, under its names
+      (``metrics["neurobench"]``: Footprint, ConnectionSparsity, ActivationSparsity,
+      SynapticOperations).
     - ``cutoff``: the anytime-exit summary (method, mean / median / p95 steps, accuracy at the
       cutoff and at T, speedup, forced fraction, oracle OCT, histogram, and the full ``report``
       of :func:`~spikeport.estimation.cutoff.cutoff_report`); None without labels.
@@ -55,6 +58,7 @@ class EstimateResult:
     energy_static_j: float | None
     energy_profile: str
     energy: dict[str, dict]
+    neurobench: dict
     cutoff: dict | None
     counts: dict
     metrics: dict = field(repr=False)
@@ -109,7 +113,8 @@ def _summary_lines(r: EstimateResult) -> list[str]:
              f"hidden-neuron usage     {usage} (mean fraction of hidden neurons spiking)",
              f"synaptic ops / sample   {tot['effective']:.1f} (AC {tot['ac']:.1f}, MAC {tot['mac']:.1f}); "
              f"dense SNN {tot['dense_snn']:.0f}; one dense ANN pass {tot['ann_macs']} MACs",
-             f"activation sparsity     {m['activation_sparsity']['all']:.4f}"]
+             f"activation sparsity     {m['activation_sparsity']['all']:.4f}",
+             _neurobench_line(r.neurobench)]
     if c:
         lines += [f"cutoff ({c['method']}){' ' * max(1, 16 - len(c['method']))}mean {c['mean_steps']:.2f} / "
                   f"median {c['median_steps']:.0f} / p95 {c['p95_steps']:.1f} of {c['T']} steps "
@@ -145,3 +150,11 @@ def _energy_lines(r: EstimateResult) -> list[str]:
         lines.append(f"memory traffic          {mem['bytes_per_sample'] / 1024:.1f} KiB per sample "
                      f"(Lemaire model; priced by profiles with e_mem_*, e.g. --profile ann-45nm)")
     return lines
+
+
+def _neurobench_line(nb: dict) -> str:
+    cs = nb["ConnectionSparsity"]
+    ops = nb["SynapticOperations"]
+    return (f"NeuroBench names        Footprint {nb['Footprint']} B, ConnectionSparsity "
+            f"{'n/a' if cs is None else f'{cs:.4f}'}, Effective_ACs {ops['Effective_ACs']:.1f}, "
+            f"Effective_MACs {ops['Effective_MACs']:.1f}, Dense {ops['Dense']:.0f}")
