@@ -1,8 +1,10 @@
 """Foreign layouts on the Loihi targets: graphs built with the NIR API the way sinabs writes
-them (IF, SumPool2d after the neurons, Flatten with start_dim 0, no metadata). Each runs on
-the float targets (0 mismatches between them), on loihi-emu and on the real Lava simulator
-(0 mismatches between the two); where quantisation is lossless (weights and thresholds on
-the Loihi grid) Loihi equals the float reference spike for spike."""
+them (IF, SumPool2d after the neurons, Flatten with start_dim 0, no metadata) and the way
+norse writes them (recurrent CubaLIF with biases on the input and the recurrent Affine, no
+dt in the metadata). Each runs on the float targets (0 mismatches between them), on
+loihi-emu and on the real Lava simulator (0 mismatches between the two); where
+quantisation is lossless (weights and thresholds on the Loihi grid) Loihi equals the float
+reference spike for spike."""
 
 import warnings
 
@@ -81,6 +83,33 @@ def sinabs_avg_graph(rng):
         "4": nir.Flatten(input_type={"input": np.array([3, 2, 2])}, start_dim=0, end_dim=-1),
         "5": nir.Linear(grid(rng, (4, 12), mean=0)), "6": iaf((4,), 129 / 1024),
         "output": nir.Output(output_type=np.array([4]))})
+
+
+def norse_graph(rng, readout=None):
+    """input -> fc (Affine, bias) -> rnn{input -> lif (CubaLIF) <-> w_rec (Affine, bias) ->
+    output} -> readout (Affine) -> out (a spiking LIF, or ``readout``) -> output, nested as
+    norse writes it, with no metadata (dt is passed when compiling)."""
+    n_in, n_h, n_out = 6, 10, 3
+    ones = np.ones(n_h)
+    lif = nir.CubaLIF(tau_syn=5e-4 * ones, tau_mem=1e-3 * ones, r=ones, v_leak=0 * ones,
+                      v_threshold=0.05 * ones, w_in=ones, v_reset=0 * ones)
+    f32 = lambda a: np.asarray(a, np.float32).astype(np.float64)  # noqa: E731
+    inner = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type=np.array([n_h])), "lif": lif,
+               "w_rec": nir.Affine(f32(rng.normal(0, 0.5, (n_h, n_h))), f32(rng.normal(0, 0.1, n_h))),
+               "output": nir.Output(output_type=np.array([n_h]))},
+        edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
+        type_check=False)
+    out = np.ones(n_out)
+    readout = readout or nir.LIF(tau=2e-3 * out, r=20 * out, v_leak=0 * out,
+                                 v_threshold=0.3 * out, v_reset=0 * out)
+    return nir.NIRGraph(
+        nodes={"input": nir.Input(input_type=np.array([n_in])),
+               "fc": nir.Affine(f32(rng.normal(0, 1.0, (n_h, n_in))), f32(rng.normal(0, 0.2, n_h))),
+               "rnn": inner, "readout": nir.Affine(f32(rng.normal(0, 0.6, (n_out, n_h))), np.zeros(n_out)),
+               "out": readout, "output": nir.Output(output_type=np.array([n_out]))},
+        edges=[("input", "fc"), ("fc", "rnn"), ("rnn", "readout"), ("readout", "out"), ("out", "output")],
+        metadata={}, type_check=False)
 
 
 def spikes(rng, graph, T=30, B=5, p=0.3):
@@ -194,6 +223,72 @@ def test_sinabs_layout_folds_into_strided_convolutions_and_a_wider_dense_layer()
     np.testing.assert_array_equal(w[:, :, ::2, ::2], w[:, :, 1::2, 1::2])
 
 
+# ------------------------------------------------------------ norse layout
+
+def test_norse_layout_is_spike_exact_on_the_float_targets():
+    rng = np.random.default_rng(2)
+    g = norse_graph(rng)
+    x = spikes(rng, g, T=40, p=0.4)
+    recs = {t: run(t, g, x, {"dt": DT}) for t in FLOAT_TARGETS}
+    assert recs["reference"].spiking == ["rnn.lif", "out"]
+    assert_same_spikes(recs, ["rnn.lif", "out"])
+
+
+def test_recurrent_bias_is_summed_into_the_neuron_bias_and_recorded():
+    """Both biases add into the CubaLIF's synaptic input: the network equals the one with
+    the recurrent bias moved into the input Affine; refused without the approximation flag
+    (the float model receives a recurrent edge's bias from step 2 on)."""
+    g = norse_graph(np.random.default_rng(3))
+    with pytest.raises(ExportError, match="bias current.*allow the approximation"):
+        quantize(g, dt=DT)
+    net = quantize(g, dt=DT, allow_approximation=True)
+    moved = norse_graph(np.random.default_rng(3))
+    rnn = moved.nodes["rnn"].nodes
+    moved.nodes["fc"].bias = moved.nodes["fc"].bias + rnn["w_rec"].bias
+    rnn["w_rec"] = nir.Linear(rnn["w_rec"].weight)
+    ref = quantize(moved, dt=DT, allow_approximation=True)
+    for a, b in zip(net.layers, ref.layers):
+        np.testing.assert_array_equal(a.bias_mant, b.bias_mant)
+        np.testing.assert_array_equal(a.weight, b.weight)
+    assert np.any(net.layers[0].bias_mant != 0)
+    notes = " ".join(net.approximations)
+    assert "steady-state" in notes and "from step 2 in the float model" in notes
+    assert "recurrent Affine bias summed" in net.reports[0].bias
+
+
+def test_recurrent_bias_into_an_lif_needs_the_flag_only_for_the_recurrent_part():
+    """Into a LIF the input Affine's bias is exact (no flag); the recurrent bias is not
+    (it starts one step later in the float model), so it asks for the flag."""
+    rng = np.random.default_rng(4)
+    n = 4
+    lif = nir.LIF(tau=np.full(n, 1e-3), r=np.full(n, 10.0), v_leak=np.zeros(n),
+                  v_threshold=np.ones(n), v_reset=np.zeros(n))
+    nodes = {"input": nir.Input(input_type=np.array([3])),
+             "fc": nir.Affine(rng.normal(size=(n, 3)), rng.normal(0, 0.1, n)), "lif": lif,
+             "w_rec": nir.Affine(rng.normal(size=(n, n)), rng.normal(0, 0.1, n)),
+             "output": nir.Output(output_type=np.array([n]))}
+    edges = [("input", "fc"), ("fc", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")]
+    g = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": DT}, type_check=False)
+    with pytest.raises(ExportError, match="recurrent input of 'lif'.*from step 2.*--allow-approximation"):
+        quantize(g)
+    assert quantize(g, allow_approximation=True).approximations
+    nodes["w_rec"] = nir.Linear(nodes["w_rec"].weight)
+    g = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": DT}, type_check=False)
+    assert quantize(g).approximations == []
+
+
+def test_affine_bias_into_a_cubalif_with_tau_syn_equal_to_dt_is_exact():
+    n = 3
+    ones = np.ones(n)
+    cuba = nir.CubaLIF(tau_syn=DT * ones, tau_mem=1e-3 * ones, r=10 * ones, v_leak=0 * ones,
+                       v_threshold=ones, w_in=ones, v_reset=0 * ones)
+    g = sequential({"input": nir.Input(input_type=np.array([2])),
+                    "fc": nir.Affine(np.full((n, 2), 0.5), np.full(n, 0.1)), "cuba": cuba,
+                    "output": nir.Output(output_type=np.array([n]))}, {"dt": DT})
+    net = quantize(g)
+    assert net.approximations == [] and "(exact)" in net.reports[0].bias
+
+
 # ------------------------------------------------------------ what the chain refuses
 
 def test_a_pool_after_the_last_population_is_refused():
@@ -218,12 +313,21 @@ def test_a_population_reading_anything_but_the_previous_one_is_refused():
         quantize(g)
 
 
+def test_norse_li_readout_is_refused_naming_the_node():
+    n = np.ones(3)
+    g = norse_graph(np.random.default_rng(6), nir.LI(tau=2e-3 * n, r=n, v_leak=0 * n))
+    with pytest.raises(ExportError, match=r"'out' \(LI\) has no Loihi equivalent"):
+        quantize(g, dt=DT, allow_approximation=True)
+
+
 # ------------------------------------------------------------ against the real Lava simulator
 
 def loihi_cases():
     """(name, graph, compile options, T, input probability) run on both Loihi targets."""
     yield "sinabs sum pools", sinabs_graph(np.random.default_rng(1)), {}, 30, 0.3
     yield "sinabs input pool, avg pool", sinabs_avg_graph(np.random.default_rng(1)), {}, 30, 0.3
+    yield "norse recurrent CubaLIF, both biases", norse_graph(np.random.default_rng(2)), \
+        {"dt": DT, "allow_approximation": True}, 40, 0.4
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,16 @@ NIR population becomes one Lava CUBA population (SEMANTICS.md 7):
 - IF: iDecay = 4096, vDecay = 0, gain dt r folded.
 - v_leak and an Affine bias into a LIF or IF population become the neuron bias (exact);
   an Affine bias into a CubaLIF is a constant *current*, which Loihi cannot inject: refused,
-  or with ``allow_approximation`` mapped to its steady-state voltage bias and recorded.
+  or with ``allow_approximation`` mapped to its steady-state voltage bias and recorded
+  (exact when tau_syn = dt). A recurrent Affine's bias is summed into the same neuron bias
+  under ``allow_approximation`` (the float model receives it from step 2 on).
 
 Each layer has its own scale s (integers = s x floats), the largest that keeps every weight
 in [-256, 254], the threshold in u17 and the bias in s13. Weights are written as even
 integers, which netx's bit packing keeps exactly. Refused with a clear error: non-zero
 v_reset, heterogeneous time constants or thresholds within a population (Lava's LIF has one
-du, dv, vth per population), tau_mem = dt (vDecay 4096 does not fit u12), a bias on a
-recurrent weight, Conv1d, any other node.
+du, dv, vth per population), tau_mem = dt (vDecay 4096 does not fit u12), Conv1d, any other
+node.
 
 :func:`quantize` returns a :class:`LoihiNetwork` with a per-layer :class:`LayerReport` of
 what was lost.
@@ -187,33 +189,67 @@ class _Drive:
     notes: list[str]          # approximations made
 
 
-def _drive(neu_name: str, neu, dt: float, syn_name: str, b: np.ndarray, n: int,
-           allow_approximation: bool) -> _Drive:
-    """Decays, gains and bias of a LIF / CubaLIF / IF population; the coefficients are
-    those every float target uses (:mod:`spikeport.ir.neurons`)."""
+def _drive(neu_name: str, neu, dt: float, n: int) -> _Drive:
+    """Decays, gains and leak of a LIF / CubaLIF / IF population, before any Affine bias;
+    the coefficients are those every float target uses (:mod:`spikeport.ir.neurons`)."""
     p = neurons.params_of(neu, dt)
     if not isinstance(neu, nir.CubaLIF):
         frac_v = 1.0 - _uniform(neu_name, "tau", p.d) if isinstance(neu, nir.LIF) else 0.0
         l = p.l if isinstance(neu, nir.LIF) else np.zeros(n)
-        gain = _per_unit(neu_name, "input gain", p.g, n)
-        v_bias = _per_unit(neu_name, "v_leak", l, n) + gain * b  # exact: u is this step's input
-        desc = "Affine bias and v_leak as neuron bias (exact)" if np.any(v_bias) else "none"
-        return _Drive(1.0, frac_v, gain, v_bias, desc, [])
+        v_bias = _per_unit(neu_name, "v_leak", l, n)
+        desc = "v_leak as neuron bias (exact)" if np.any(v_bias) else "none"
+        return _Drive(1.0, frac_v, _per_unit(neu_name, "input gain", p.g, n), v_bias, desc, [])
     frac_i = 1.0 - _uniform(neu_name, "tau_syn", p.d_i)
     frac_v = 1.0 - _uniform(neu_name, "tau_mem", p.d_v)
     gain = _per_unit(neu_name, "input gain", p.g_v * p.g_i, n)
-    v_bias = _per_unit(neu_name, "v_leak", p.l, n)
-    if not np.any(b != 0):
-        return _Drive(frac_i, frac_v, gain, v_bias, "v_leak as neuron bias", [])
-    if not allow_approximation:
+    return _Drive(frac_i, frac_v, gain, _per_unit(neu_name, "v_leak", p.l, n),
+                  "v_leak as neuron bias", [])
+
+
+def _add_biases(drive: _Drive, neu_name: str, neu, syn_name: str, b: np.ndarray,
+                rec_name: str | None, b_rec: np.ndarray, allow_approximation: bool) -> None:
+    """The Affine biases into the population, added to its neuron bias (the only constant
+    input Loihi has), exactly where that is exact:
+
+    - the feed-forward bias b: a current that is this step's input only (LIF, IF, or a
+      CubaLIF with tau_syn = dt) enters v as gain * b per step, exactly; into a CubaLIF it is
+      a filtered current, mapped to its steady state gain * b / (dt/tau_syn) (approximation);
+    - the recurrent bias b_rec adds into the same synaptic input, so it is summed with b,
+      but the float model receives it from step 2 on (a recurrent edge delivers nothing at
+      step 1) while the neuron bias acts from step 1 (approximation).
+    """
+    exact_current = drive.frac_i == 1.0
+    if np.any(b != 0) and not exact_current and not allow_approximation:
         raise ExportError(f"node {syn_name!r} (Affine) adds a bias current to CubaLIF "
                           f"{neu_name!r}, which Loihi cannot inject",
                           "train without bias (bias=False), or allow the approximation "
                           "(--allow-approximation) to use the steady-state voltage bias")
-    msg = (f"{syn_name}: Affine bias into CubaLIF {neu_name!r} mapped to its steady-state "
-           "voltage bias g_v*g_i*b/(dt/tau_syn); the onset differs from the float model")
-    return _Drive(frac_i, frac_v, gain, v_bias + gain * b / frac_i,
-                  "v_leak as neuron bias; Affine bias approximated", [msg])
+    if np.any(b_rec != 0) and not allow_approximation:
+        raise ExportError(f"node {rec_name!r} (Affine) adds a bias to the recurrent input of "
+                          f"{neu_name!r}: the float model receives it from step 2 on (a recurrent "
+                          "edge delivers nothing at step 1), Loihi's neuron bias from step 1",
+                          "train the recurrent weight without bias, or allow the approximation "
+                          "(--allow-approximation) to fold it into the neuron bias (exact from "
+                          "step 2 on)")
+    total = b + b_rec
+    if not np.any(total != 0):
+        return
+    drive.v_bias = drive.v_bias + drive.gain * total / drive.frac_i
+    parts = []
+    if np.any(b != 0):
+        parts.append("Affine bias as neuron bias (exact)" if exact_current else
+                     "Affine bias as steady-state neuron bias (approximated)")
+        if not exact_current:
+            drive.notes.append(
+                f"{syn_name}: Affine bias into CubaLIF {neu_name!r} mapped to its steady-state "
+                "voltage bias g_v*g_i*b/(dt/tau_syn); the onset differs from the float model")
+    if np.any(b_rec != 0):
+        parts.append("recurrent Affine bias summed into the neuron bias (approximated at step 1)")
+        drive.notes.append(
+            f"{rec_name}: recurrent Affine bias of {neu_name!r} summed with the feed-forward "
+            "bias into the neuron bias; it acts from step 1 on Loihi, from step 2 in the float "
+            "model (a recurrent edge delivers nothing at step 1)")
+    drive.bias = "; ".join(([] if drive.bias == "none" else [drive.bias]) + parts)
 
 
 def _rms_error(w_q: np.ndarray, w: np.ndarray, wmax: float) -> float:
@@ -241,13 +277,30 @@ def _decays(neu_name: str, neu, drive) -> tuple[int, int]:
     return i_decay, v_decay
 
 
-def _recurrent_weights(program: Program, rec_name: str, drive, n: int) -> np.ndarray:
-    """The recurrent weight matrix with the population's input gain folded in."""
+def _recurrent(program: Program, rec_name: str | None, n: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """The recurrent weight matrix (None without a recurrence) and its bias (zeros if none)."""
+    if rec_name is None:
+        return None, np.zeros(n)
     rec = program.nodes[rec_name]
-    if np.any(np.asarray(getattr(rec, "bias", np.zeros(n)), dtype=np.float64) != 0):
-        _refuse(rec_name, rec, "has a bias on a recurrent weight",
-                "fold the recurrent bias into the feed-forward Affine bias")
-    return drive.gain[:, None] * np.asarray(rec.weight, dtype=np.float64)
+    bias = getattr(rec, "bias", None)
+    bias = np.zeros(n) if bias is None else np.broadcast_to(
+        np.asarray(bias, dtype=np.float64).reshape(-1), (n,)).copy()
+    return np.asarray(rec.weight, dtype=np.float64), bias
+
+
+def _scale(neu_name: str, neu, wmax: float, theta: float, vbias_max: float) -> float:
+    """The layer's integer scale (:func:`spikeport.core.units.loihi_scale`), or a refusal."""
+    if not (np.isfinite(wmax) and np.isfinite(vbias_max)):
+        _refuse(neu_name, neu, "has weights or a bias that overflow float64 once its input "
+                "gain is folded in", "scale the weights (or r, w_in) down")
+    scale = units.loihi_scale(wmax, theta, vbias_max)
+    if not scale > 0:
+        _refuse(neu_name, neu, f"cannot share one integer scale between its threshold "
+                f"{theta:g} and weights up to {wmax:g} (threshold x scale < 1 mantissa when the "
+                f"largest weight is {units.LOIHI_WEIGHT_MAX})",
+                "bring the weights and the threshold within a factor of about 250 of each "
+                "other (e.g. a larger threshold)")
+    return scale
 
 
 def _layer(program: Program, spec: LayerSpec, prev_shape: tuple, allow_approximation: bool):
@@ -262,26 +315,18 @@ def _layer(program: Program, spec: LayerSpec, prev_shape: tuple, allow_approxima
                 f"{syn_name!r} gives {tuple(pop_shape)} values",
                 "give the population's parameters the shape of its synapse's output")
     n = w.shape[0]  # populations: neurons; convolutions: channels
+    drive = _drive(neu_name, neu, program.dt, n)
+    w_rec, b_rec = _recurrent(program, rec_name, n)
+    _add_biases(drive, neu_name, neu, syn_name, b, rec_name, b_rec, allow_approximation)
     theta = _uniform(neu_name, "threshold", neu.v_threshold)
-    drive = _drive(neu_name, neu, program.dt, syn_name, b, n, allow_approximation)
-    i_decay, v_decay = _decays(neu_name, neu, drive)
-    w_eff = drive.gain.reshape(-1, *([1] * (w.ndim - 1))) * w
-    w_rec_eff = None if rec_name is None else _recurrent_weights(program, rec_name, drive, n)
-    wmax = max(np.abs(w_eff).max(initial=0.0),
-               np.abs(w_rec_eff).max(initial=0.0) if w_rec_eff is not None else 0.0)
     if theta <= 0:
         _refuse(neu_name, neu, "has a threshold <= 0", "use a positive threshold")
-    vbias_max = np.abs(drive.v_bias).max(initial=0.0)
-    if not (np.isfinite(wmax) and np.isfinite(vbias_max)):
-        _refuse(neu_name, neu, "has weights or a bias that overflow float64 once its input "
-                "gain is folded in", "scale the weights (or r, w_in) down")
-    scale = units.loihi_scale(wmax, theta, vbias_max)
-    if not scale > 0:
-        _refuse(neu_name, neu, f"cannot share one integer scale between its threshold "
-                f"{theta:g} and weights up to {wmax:g} (threshold x scale < 1 mantissa when the "
-                f"largest weight is {units.LOIHI_WEIGHT_MAX})",
-                "bring the weights and the threshold within a factor of about 250 of each "
-                "other (e.g. a larger threshold)")
+    i_decay, v_decay = _decays(neu_name, neu, drive)
+    w_eff = drive.gain.reshape(-1, *([1] * (w.ndim - 1))) * w
+    w_rec_eff = None if w_rec is None else drive.gain[:, None] * w_rec
+    wmax = max(np.abs(w_eff).max(initial=0.0),
+               np.abs(w_rec_eff).max(initial=0.0) if w_rec_eff is not None else 0.0)
+    scale = _scale(neu_name, neu, wmax, theta, np.abs(drive.v_bias).max(initial=0.0))
     w_int, clipped = units.loihi_weights(w_eff, scale)
     w_rec_int = None
     if w_rec_eff is not None:
