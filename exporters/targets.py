@@ -9,6 +9,9 @@ is generated from :data:`TARGETS` and the node registries.
 """
 from __future__ import annotations
 
+import contextvars
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -90,14 +93,51 @@ def target_names() -> list[str]:
     return TARGETS.names()
 
 
-def run_in_batches(target: Target, artifact, x: np.ndarray, batch_size: int) -> Recording:
+# Set (to an Event) in a worker of :func:`run_in_batches`: a target whose ``run`` waits on
+# another process (Lava) polls it and stops that process when the Event is set.
+CANCEL: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "spikeport_cancel", default=None)
+
+
+def run_in_batches(target: Target, artifact, x: np.ndarray, batch_size: int,
+                   workers: int = 1) -> Recording:
     """Run ``x`` through ``target``, in its own batch size; recordings are concatenated
-    along the batch axis (values, and the optional ``active`` / ``nonzero`` maps)."""
+    along the batch axis (values, and the optional ``active`` / ``nonzero`` maps).
+
+    ``workers`` > 1 runs that many shards of the samples at once: contiguous shards for a
+    target that takes every sample in one call (Lava: one simulator process each), else the
+    target's batches. Samples are independent (every target resets its state between them),
+    so the joined recording is the one of a single worker. Each shard runs in a thread of
+    this process; Lava's thread only waits on its simulator process, and the in-process
+    targets' kernels (numpy, torch, onnxruntime) release the GIL. Ctrl-C or an error in one
+    shard stops the others' simulator processes before it propagates."""
     n = x.shape[1]
-    size = n if target.batch_size is None else min(target.batch_size, batch_size)
-    if size >= n:
+    if target.batch_size is None:  # every sample in one call, or one call per worker
+        k = max(1, min(workers, n))
+        cuts = [round(i * n / k) for i in range(k + 1)]
+    else:
+        size = min(target.batch_size, batch_size)
+        cuts = list(range(0, n, size)) + [n]
+    spans = list(zip(cuts[:-1], cuts[1:]))
+    if len(spans) == 1:
         return target.run(artifact, x)
-    parts = [target.run(artifact, x[:, s:s + size]) for s in range(0, n, size)]
+    if workers <= 1:
+        return Recording.concatenate([target.run(artifact, x[:, a:b]) for a, b in spans])
+    stop = threading.Event()
+
+    def shard(a: int, b: int) -> Recording:
+        CANCEL.set(stop)
+        return target.run(artifact, x[:, a:b])
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spikeport-shard") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, shard, a, b) for a, b in spans]
+        try:
+            parts = [f.result() for f in futures]
+        except BaseException:
+            stop.set()
+            for f in futures:
+                f.cancel()
+            raise
     return Recording.concatenate(parts)
 
 

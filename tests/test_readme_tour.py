@@ -169,6 +169,8 @@ def check_bench(argv, out, tour):
     result = json.loads(out)
     assert result["emulator_equals_lava"] and result["batched_equals_per_sample"], result
     assert result["samples"] == result["per_sample_runs"] == 2
+    w = result["validate_workers"]  # two Lava simulators, one sample each
+    assert w["identical_results"] and w["samples"] == 2 and w["speedup"] > 0
     assert json.loads((tour.cwd / option(argv, "--out")).read_text()) == result
 
 

@@ -171,11 +171,30 @@ def _time_sides(sides: dict, repeats: int, min_seconds: float) -> dict:
                            "read_once_over_inference": t_read / t_plain}}
 
 
+def bench_workers(run_dir: str | Path, samples: int = 20, workers: int = 2) -> dict:
+    """``validate --targets loihi-emu,lava`` on the same ``samples`` test samples with one
+    worker and with ``workers``, side by side in one process: both wall times, their ratio,
+    and whether the two results are identical."""
+    from spikeport.validation import validate
+
+    names = ["loihi-emu", "lava"]
+    timings, results = {}, {}
+    for w in (1, workers):
+        t0 = time.perf_counter()
+        results[w] = validate(run_dir, names, samples=samples, workers=w).to_json()
+        timings[w] = time.perf_counter() - t0
+    return {"targets": names, "samples": samples, "workers": workers,
+            "seconds_1_worker": timings[1], f"seconds_{workers}_workers": timings[workers],
+            "speedup": timings[1] / timings[workers],
+            "identical_results": results[1] == results[workers]}
+
+
 def run_benchmarks(run_dir: str | Path, samples: int = 20,
                    estimator_targets: tuple[str, ...] = ("reference", "snntorch", "onnx", "loihi-emu"),
                    out: str | Path | None = None) -> dict:
     """``spikeport bench``: :func:`bench` on ``samples`` test samples, then
-    :func:`bench_estimator` on each of ``estimator_targets``; also written to ``out``."""
+    :func:`bench_estimator` on each of ``estimator_targets``, then :func:`bench_workers`;
+    also written to ``out``."""
     from spikeport.core import io
     from spikeport.core.errors import SpikeportError
 
@@ -186,6 +205,7 @@ def run_benchmarks(run_dir: str | Path, samples: int = 20,
         get_target(t)  # an unknown name fails here, before the long Lava timing
     result = bench(run_dir, samples)
     result["estimator"] = [bench_estimator(run_dir, t) for t in estimator_targets]
+    result["validate_workers"] = bench_workers(run_dir, samples)
     if out is not None:
         io.write_json(out, result)
     return result

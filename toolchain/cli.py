@@ -189,13 +189,16 @@ def run_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="write every node's values to this .npz"),
     dt: Optional[float] = typer.Option(None, "--dt", help="seconds per step of a .nir file "
                                        "that records no dt"),
+    workers: int = typer.Option(1, "--workers", help="sample shards to run at once (Lava: "
+                                "simulator processes); same result for any number"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run a graph on one target and report output spikes (and accuracy with labels)."""
     from spikeport.deploy import run
 
     (name,) = _targets_option(target)
-    info = run(graph, name, input_file=input_file, samples=samples, out=out, dt=dt).to_json()
+    info = run(graph, name, input_file=input_file, samples=samples, out=out, dt=dt,
+               workers=workers).to_json()
     if as_json:
         _print_json(info)
     else:
@@ -214,13 +217,16 @@ def validate_cmd(
         False, "--allow-approximation", help="let Loihi targets apply documented lossy rewrites"),
     dt: Optional[float] = typer.Option(None, "--dt", help="seconds per step of a .nir file "
                                        "that records no dt"),
+    workers: int = typer.Option(1, "--workers", help="sample shards to run at once (Lava: "
+                                "simulator processes); same result for any number"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run the same inputs on several targets: accuracy per target, spike mismatches per pair."""
     from spikeport.validation import validate
 
     result = validate(run_or_graph, _targets_option(targets), samples=samples,
-                      input_file=input_file, allow_approximation=allow_approximation, dt=dt)
+                      input_file=input_file, allow_approximation=allow_approximation, dt=dt,
+                      workers=workers)
     if as_json:
         _print_json(result.to_json())
         return
@@ -268,6 +274,8 @@ def estimate_cmd(
                                              help="let Loihi targets apply documented lossy rewrites"),
     dt: Optional[float] = typer.Option(None, "--dt", help="seconds per step of a .nir file "
                                        "that records no dt"),
+    workers: int = typer.Option(1, "--workers", help="sample shards to run at once (Lava: "
+                                "simulator processes); same result for any number"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Spikes, hidden-neuron usage, synaptic ops, anytime-cutoff latency and energy on a target."""
@@ -278,7 +286,8 @@ def estimate_cmd(
         raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
     result = estimate(run_or_graph, name, profile=profile, cutoff=cutoff, epsilon=epsilon,
                       samples=samples, input_file=input_file,
-                      allow_approximation=allow_approximation, plots=plots, dt=dt)
+                      allow_approximation=allow_approximation, plots=plots, dt=dt,
+                      workers=workers)
     if as_json:
         _print_json(result.to_json())
     else:

@@ -18,7 +18,7 @@ from spikeport import runs
 from spikeport.core import io, transactions
 from spikeport.core.errors import SpikeportError
 from spikeport.core.recording import predict
-from spikeport.exporters.targets import get_target, target_names
+from spikeport.exporters.targets import get_target, run_in_batches, target_names
 from spikeport.training.scores import require_finite
 
 EXPORT_FORMATS = ("nir", "onnx", "loihi")
@@ -99,10 +99,12 @@ class RunResult:
 
 def run(run_or_graph: str | Path, target: str = "reference", *,
         input_file: str | Path | None = None, samples: int | None = None,
-        out: str | Path | None = None, dt: float | None = None) -> RunResult:
+        out: str | Path | None = None, dt: float | None = None, workers: int = 1) -> RunResult:
     """Run a run directory (its test split) or a ``.nir`` file (with ``input_file``) on one
     target; with ``out``, every node's values (T, B, ...) go into that ``.npz``. ``dt``: the
-    step of a graph that records none (:func:`spikeport.runs.read_graph`)."""
+    step of a graph that records none (:func:`spikeport.runs.read_graph`). ``workers``: sample
+    shards run at once (:func:`spikeport.exporters.targets.run_in_batches`)."""
+    runs.check_workers(workers)
     known = target_names()
     if target not in known:
         raise SpikeportError(f"unknown target {target!r}", f"use one of: {', '.join(known)}")
@@ -111,9 +113,9 @@ def run(run_or_graph: str | Path, target: str = "reference", *,
                              "e.g. --out rec.npz")
     graph, inputs, _ = runs.resolve(run_or_graph, input_file, samples, targets=[target], dt=dt)
     t = get_target(target)
-    rec = t.run(t.compile(graph, {}), inputs.x)
-    output = rec.aligned(rec.output)
     n = inputs.x.shape[1]
+    rec = run_in_batches(t, t.compile(graph, {}), inputs.x, -(-n // workers), workers)
+    output = rec.aligned(rec.output)
     result = RunResult(
         target=target, samples=int(n), steps=int(inputs.x.shape[0]),
         output_spikes_per_sample=float(output.sum() / n),

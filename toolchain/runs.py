@@ -106,6 +106,14 @@ def write_run_graph(graph: nir.NIRGraph, path: Path) -> Path:
     return path
 
 
+def check_workers(workers) -> int:
+    """``--workers`` as a whole number >= 1."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SpikeportError(f"--workers must be a whole number >= 1, got {workers!r}",
+                             "pass --workers 1 (default) or the number of cores to use")
+    return workers
+
+
 def _check_samples(samples: int | None) -> None:
     if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int)
                                 or samples < 1):

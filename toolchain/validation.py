@@ -93,8 +93,9 @@ def _agreement(ra: Recording, rb: Recording, pairs: dict, key: tuple[str, str]) 
 
 def compare_targets(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None,
                     targets: list[str], batch_size: int = 128,
-                    options: dict | None = None) -> ValidationResult:
-    """Run x (T, B, ...) on every target; accuracy per target, spike agreement per pair."""
+                    options: dict | None = None, workers: int = 1) -> ValidationResult:
+    """Run x (T, B, ...) on every target; accuracy per target, spike agreement per pair.
+    ``workers``: shards run at once on each target (:func:`run_in_batches`)."""
     check_target_names(list(targets))
     compiled = {t: (get_target(t), get_target(t).compile(graph, dict(options or {})))
                 for t in targets}
@@ -108,7 +109,8 @@ def compare_targets(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None,
     for start in range(0, n, chunk):
         xb = x[:, start:start + chunk]
         yb = None if y is None else y[start:start + chunk]
-        recs = {t: run_in_batches(tg, art, xb, batch_size) for t, (tg, art) in compiled.items()}
+        recs = {t: run_in_batches(tg, art, xb, batch_size, workers)
+                for t, (tg, art) in compiled.items()}
         for t, rec in recs.items():
             if yb is not None:
                 correct[t] += int((predict(rec.aligned(rec.output)) == yb).sum())
@@ -128,18 +130,22 @@ def compare_targets(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None,
 def validate(run_or_graph: str | Path, targets: list[str] | tuple[str, ...] = DEFAULT_TARGETS, *,
              samples: int | None = None, input_file: str | Path | None = None,
              allow_approximation: bool = False, batch_size: int = 128,
-             dt: float | None = None) -> ValidationResult:
+             dt: float | None = None, workers: int = 1) -> ValidationResult:
     """Validate a run directory (its test split) or a ``.nir`` file (with ``input_file``) on
     ``targets``; a run directory also gets the result as ``validation.json``, committed
     with the ``model.nir`` it was computed from (interrupted: neither changes). ``dt``: the
-    step of a graph that records none (:func:`spikeport.runs.read_graph`)."""
+    step of a graph that records none (:func:`spikeport.runs.read_graph`). ``workers``: sample
+    shards run at once on each target (Lava: that many simulator processes); the result is
+    the same for any number."""
     names = check_target_names(list(targets))
+    runs.check_workers(workers)
     if samples is not None and samples < 1:
         raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
     with transactions.run_transaction(run_or_graph) as tx:
         graph, inputs, run_dir = runs.resolve(run_or_graph, input_file, samples, targets=names, dt=dt)
         result = compare_targets(graph, inputs.x, inputs.y, names, batch_size,
-                                 options={"allow_approximation": allow_approximation})
+                                 options={"allow_approximation": allow_approximation},
+                                 workers=workers)
         result.inputs = inputs.source
         require_finite(result.to_json(), "validation")
         if tx is not None:

@@ -27,6 +27,7 @@ import numpy as np
 
 from spikeport.exporters.lava.env import LavaEnvError, ensure_ready
 from spikeport.exporters.lava.watchdog import Watchdog, end_group
+from spikeport.exporters.targets import CANCEL
 from spikeport.core.errors import SpikeportError
 
 RUNNER = Path(__file__).resolve().parent / "runner.py"
@@ -160,6 +161,7 @@ def _wait(proc: subprocess.Popen, dog: Watchdog, timeout: float, net: Path, shap
     process died, was stopped, or made no progress) or the time limit ends the whole process
     group and raises; so does any exception here (Ctrl-C) before it propagates."""
     deadline = time.monotonic() + timeout
+    cancel = CANCEL.get()  # set when this run is one shard of several (run_in_batches)
     try:
         while True:
             try:
@@ -167,6 +169,8 @@ def _wait(proc: subprocess.Popen, dog: Watchdog, timeout: float, net: Path, shap
                 break
             except subprocess.TimeoutExpired:
                 pass
+            if cancel is not None and cancel.is_set():
+                raise KeyboardInterrupt  # another shard failed or was interrupted
             problem = dog.check()
             if problem is not None:
                 end_group(proc.pid)

@@ -118,7 +118,7 @@ class _Counted:
 
 
 def _run_and_count(tg, graph, x: np.ndarray, rule: CutoffRule, batch_size: int,
-                   allow_approximation: bool) -> _Counted:
+                   allow_approximation: bool, workers: int = 1) -> _Counted:
     """Run the target on x in chunks; cut each chunk off and count it up to its exits."""
     artifact = tg.compile(graph, {"allow_approximation": allow_approximation})
     # count on the network the target runs (Loihi: integer weights, pools folded)
@@ -128,7 +128,7 @@ def _run_and_count(tg, graph, x: np.ndarray, rule: CutoffRule, batch_size: int,
     outputs, exits, forced, first, latency = [], [], [], None, None
     for start in range(0, x.shape[1], chunk):
         xb = x[:, start:start + chunk]
-        rec = run_in_batches(runner, artifact, xb, batch_size)
+        rec = run_in_batches(runner, artifact, xb, batch_size, workers)
         o = _output_per_step(rec)
         t, f = rule.exits(o)
         acc.update(rec, xb, t)
@@ -205,14 +205,17 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
              epsilon: float | None = None, samples: int | None = None, input_file=None,
              calibration_samples: int | None = 1000, batch_size: int = 128,
              allow_approximation: bool = False, plots: str | Path | None = None,
-             dt: float | None = None) -> EstimateResult:
+             dt: float | None = None, workers: int = 1) -> EstimateResult:
     """Estimate a run directory (its test split) or a ``.nir`` graph (on ``input_file``) as
     deployed on ``target``: see the module docstring. With a run directory, the result is
     also written to ``RUN/estimate-TARGET.json`` (:meth:`EstimateResult.as_dict`); with
     ``plots``, PNG plots go into that directory and ``result.plots`` lists them. Everything
     an estimate writes (the JSON, the plots, the run's model.nir and calibration) is
     committed together (:func:`spikeport.core.transactions.transaction`): interrupted, nothing
-    changes. ``dt``: the step of a graph that records none (:func:`spikeport.runs.read_graph`)."""
+    changes. ``dt``: the step of a graph that records none (:func:`spikeport.runs.read_graph`).
+    ``workers``: sample shards run at once (Lava: simulator processes); same result for any
+    number (:func:`spikeport.exporters.targets.run_in_batches`)."""
+    artifacts.check_workers(workers)
     if cutoff not in CUTOFFS:
         raise SpikeportError(f"unknown cutoff {cutoff!r}", f"use one of: {', '.join(CUTOFFS)}")
     if plots is not None:
@@ -225,20 +228,21 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
         commit = contextlib.nullcontext()  # a graph without plots: nothing to write
     with commit as tx:
         return _estimate(tx, run_or_graph, target, profile, cutoff, epsilon, samples, input_file,
-                         calibration_samples, batch_size, allow_approximation, plots, dt)
+                         calibration_samples, batch_size, allow_approximation, plots, dt,
+                         workers)
 
 
 def _estimate(tx: transactions.Transaction | None, run_or_graph, target: str, profile: str | None,
               cutoff: str, epsilon: float | None, samples: int | None, input_file,
               calibration_samples: int | None, batch_size: int, allow_approximation: bool,
-              plots: str | Path | None, dt: float | None) -> EstimateResult:
+              plots: str | Path | None, dt: float | None, workers: int) -> EstimateResult:
     graph, inputs, run_dir = artifacts.resolve(run_or_graph, input_file, samples,
                                                targets=[target], dt=dt)
     tg = get_target(target)
     names = [profile] if profile else list(tg.profiles)
     profiles = {p: load_profile(p) for p in names}  # bad profile: fail before running anything
     rule = _cutoff_rule(cutoff, epsilon, run_dir, inputs, calibration_samples, batch_size)
-    counted = _run_and_count(tg, graph, inputs.x, rule, batch_size, allow_approximation)
+    counted = _run_and_count(tg, graph, inputs.x, rule, batch_size, allow_approximation, workers)
     m = counted.metrics
     counts = energy_counts(m)
     mappings = _mappings(tg, counted.artifact, profiles)
