@@ -6,7 +6,7 @@ from spikeport.core.errors import ConfigError, DataError, UnknownNameError
 
 
 def test_registry():
-    assert DATASETS.names() == ["digits", "fashion-mnist", "mnist-5k"]
+    assert DATASETS.names() == ["digits", "digits-events", "fashion-mnist", "mnist-5k", "nmnist-sim"]
 
 
 def test_digits_split_is_stratified_disjoint_and_fixed_by_seed():

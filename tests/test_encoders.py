@@ -5,8 +5,8 @@ from spikeport.data.encoders import ENCODERS, make_encoder
 from spikeport.core.errors import ConfigError, UnknownNameError
 
 
-def test_registry_has_the_four_encoders():
-    assert ENCODERS.names() == ["delta", "direct", "latency", "rate"]
+def test_registry_has_the_five_encoders():
+    assert ENCODERS.names() == ["delta", "direct", "events", "latency", "rate"]
 
 
 def test_rate_is_binary_with_mean_count_T_times_x():

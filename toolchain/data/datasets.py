@@ -11,6 +11,16 @@ Registered datasets (DATA.md):
   class of the MNIST training set), shuffled and split with a stratified held-out test set.
 - ``fashion-mnist``: the full Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package,
   with its official 60,000 / 10,000 split.
+
+Event datasets (:class:`EventDataset`, docs/data.md) carry binned event frames instead of
+images: uint8 (N, T, 2, H, W), one frame of ON and OFF events per time step, memory-mapped
+from the per-user cache (:mod:`spikeport.data.events`). The ``events`` encoder passes them
+to the network as they are.
+
+- ``digits-events``: ``digits`` upsampled to 16x16 in a 20x20 frame, through the saccade
+  simulator.
+- ``nmnist-sim``: ``mnist-5k``'s 28x28 images in a 34x34 frame, as N-MNIST's recordings,
+  through the saccade simulator.
 """
 from __future__ import annotations
 
@@ -21,10 +31,12 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
+from tqdm import tqdm
 
 from spikeport.core.errors import ConfigError, DataError
-from spikeport.core.registry import Registry
+from spikeport.core.registry import Invalid, Registry
+from spikeport.data import events
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,76 @@ def load_fashion_mnist(test_fraction: TestFraction | None = None, split_seed: Se
     return Dataset("fashion-mnist", images("train-images-idx3-ubyte"),
                    labels("train-labels-idx1-ubyte"), images("t10k-images-idx3-ubyte"),
                    labels("t10k-labels-idx1-ubyte"), 10)
+
+
+@dataclass(frozen=True)
+class EventDataset(Dataset):
+    """x_train, x_test: binned events (N, T, 2, H, W) uint8 (memory-mapped), channel 1 ON,
+    0 OFF; ``input_shape`` is one step's (2, H, W) and ``time_steps`` the T a recipe must
+    run for."""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[2:])
+
+    @property
+    def time_steps(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+class EventDatasetParams(events.SaccadeParams, events.BinParams):
+    """The ``dataset`` keys of an event dataset: the split, the simulator, the binning."""
+
+    test_fraction: TestFraction = 0.2
+    split_seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _windows_hold_steps(self) -> "EventDatasetParams":
+        if self.time_window_us < self.dt_us:
+            raise Invalid(f"{self.time_window_us} is shorter than the simulator's step dt_us "
+                          f"{self.dt_us}: some frames would always be empty",
+                          f"use a time_window_us of at least {self.dt_us}", key="time_window_us")
+        return self
+
+
+def _event_dataset(name: str, images: Dataset, size: int, scale: int,
+                   p: EventDatasetParams) -> EventDataset:
+    """``images`` (one channel) enlarged ``scale`` times, centred in size x size frames, seen
+    by the saccade simulator and binned; each split read from the event cache when present."""
+    sim = events.SaccadeParams(**{k: getattr(p, k) for k in events.SaccadeParams.model_fields})
+    binning = events.BinParams(**{k: getattr(p, k) for k in events.BinParams.model_fields})
+    bins = events.n_bins(sim.duration_us, binning.time_window_us)
+
+    def frames(split: str, x: np.ndarray) -> np.ndarray:
+        pixels = events.place(events.resize_linear(x[:, 0], scale), size).astype(np.float32)
+        key = events.cache_key(pixels, dataset=name, split=split, size=size, scale=scale,
+                               simulator=sim.model_dump(), binning=binning.model_dump())
+
+        def build(out: np.ndarray) -> None:
+            with tqdm(total=len(pixels), desc=f"{name} {split}: simulating events",
+                      unit="image", leave=False, disable=None) as bar:
+                events.simulate_frames(pixels, sim, binning, out, progress=bar.update)
+
+        return events.cached_frames(key, (len(pixels), bins, 2, size, size), build)
+
+    return EventDataset(name, frames("train", images.x_train), images.y_train,
+                        frames("test", images.x_test), images.y_test, images.n_classes)
+
+
+@DATASETS.register("digits-events", "digits through the saccade event simulator (2x20x20)",
+                   params=EventDatasetParams)
+def load_digits_events(p: EventDatasetParams) -> EventDataset:
+    """8x8 digits upsampled to 16x16: at 8x8 a stroke is one pixel wide and a sub-pixel
+    saccade lights almost every pixel of the digit; at 16x16 events mark its edges."""
+    images = load_digits(p.test_fraction, p.split_seed)
+    return _event_dataset("digits-events", images, 20, 2, p)
+
+
+@DATASETS.register("nmnist-sim", "mnist-5k through the saccade event simulator (2x34x34, "
+                   "as N-MNIST)", params=EventDatasetParams)
+def load_nmnist_sim(p: EventDatasetParams) -> EventDataset:
+    images = load_mnist_5k(p.test_fraction, p.split_seed)
+    return _event_dataset("nmnist-sim", images, 34, 1, p)
 
 
 def load_dataset(name: str, **options) -> Dataset:

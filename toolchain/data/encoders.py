@@ -18,6 +18,9 @@ Equations (t = 0 ... T-1, x clipped to [0, 1]):
                ``threshold``. ON events only (a static image never decreases).
 - ``direct``:  s[t] = gain * x every step: an analog current, not spikes. The first layer
                then performs multiply-accumulates, not accumulates (ENERGY.md).
+- ``events``:  s[t] = x[:, t]: an event dataset's frames (B, T, 2, H, W), already spikes
+               (binary with the dataset's ``binarize: clip``), passed through time-first.
+               The recipe's time_steps must equal the dataset's T.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from typing import Annotated
 import torch
 from pydantic import AfterValidator, Field
 
+from spikeport.core.errors import ConfigError
 from spikeport.core.registry import Invalid, Registry
 
 ENCODERS: Registry = Registry("encoder", section="encoder")
@@ -41,6 +45,15 @@ def _fits_float32(value: float) -> float:
 Positive = Annotated[float, Field(gt=0), AfterValidator(_fits_float32)]
 
 
+def _images(x: torch.Tensor, encoder: str) -> torch.Tensor:
+    """``x`` if it holds images (float values); an event dataset's frames (integer counts)
+    are refused with the fix."""
+    if not x.is_floating_point():
+        raise ConfigError(f"the {encoder} encoder takes images, but the dataset holds binned "
+                          "events", "use encoder: {name: events} with an event dataset")
+    return x
+
+
 @ENCODERS.register("rate", "Bernoulli spike per step with probability gain*x")
 @dataclass(frozen=True)
 class RateEncoder:
@@ -48,6 +61,7 @@ class RateEncoder:
     binary = True
 
     def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
+        x = _images(x, "rate")
         p = (self.gain * x.clamp(0, 1)).clamp(0, 1)
         p = p.unsqueeze(0).expand(steps, *p.shape)
         return torch.bernoulli(p, generator=generator)
@@ -60,7 +74,7 @@ class LatencyEncoder:
     binary = True
 
     def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
-        x = x.clamp(0, 1)
+        x = _images(x, "latency").clamp(0, 1)
         t_fire = torch.round((1.0 - x) * (steps - 1))  # (B, ...)
         t = torch.arange(steps, dtype=x.dtype).view(steps, *([1] * x.dim()))
         return ((t == t_fire) & (x > self.threshold)).to(x.dtype)
@@ -73,7 +87,7 @@ class DeltaEncoder:
     binary = True
 
     def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
-        x = x.clamp(0, 1)
+        x = _images(x, "delta").clamp(0, 1)
         ref = torch.zeros_like(x)
         out = []
         for _ in range(steps):
@@ -90,8 +104,28 @@ class DirectEncoder:
     binary = False
 
     def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
+        x = _images(x, "direct")
         x = self.gain * x.clamp(0, 1)
         return x.unsqueeze(0).expand(steps, *x.shape).contiguous()
+
+
+@ENCODERS.register("events", "event frames (B, T, 2, H, W) of an event dataset, passed through")
+@dataclass(frozen=True)
+class EventsEncoder:
+    binary = True  # with the dataset's binarize: clip (the default)
+
+    def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
+        if x.dim() < 3 or x.dtype.is_floating_point:
+            raise ConfigError(f"the events encoder takes an event dataset's frames (B, T, 2, H, "
+                              f"W) of counts; got {x.dtype} values of shape {tuple(x.shape)}",
+                              "use it with an event dataset (digits-events, nmnist-sim), or "
+                              "another encoder for images")
+        if x.shape[1] != steps:
+            raise ConfigError(f"time_steps is {steps}, but the dataset's recordings are binned "
+                              f"into {x.shape[1]} frames", f"set time_steps: {x.shape[1]} (or "
+                              "change dataset.time_window_us)")
+        out = torch.empty((steps, x.shape[0], *x.shape[2:]), dtype=torch.float32)
+        return out.copy_(x.transpose(0, 1))
 
 
 def make_encoder(name: str, **params):
