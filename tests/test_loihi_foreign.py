@@ -1,10 +1,10 @@
 """Foreign layouts on the Loihi targets: graphs built with the NIR API the way sinabs writes
 them (IF, SumPool2d after the neurons, Flatten with start_dim 0, no metadata) and the way
 norse writes them (recurrent CubaLIF with biases on the input and the recurrent Affine, no
-dt in the metadata). Each runs on the float targets (0 mismatches between them), on
-loihi-emu and on the real Lava simulator (0 mismatches between the two); where
-quantisation is lossless (weights and thresholds on the Loihi grid) Loihi equals the float
-reference spike for spike."""
+dt in the metadata), plus per-neuron thresholds. Each runs on the float targets (0
+mismatches between them), on loihi-emu and on the real Lava simulator (0 mismatches
+between the two); where quantisation is lossless (weights and thresholds on the Loihi
+grid) Loihi equals the float reference spike for spike."""
 
 import warnings
 
@@ -110,6 +110,30 @@ def norse_graph(rng, readout=None):
                "out": readout, "output": nir.Output(output_type=np.array([n_out]))},
         edges=[("input", "fc"), ("fc", "rnn"), ("rnn", "readout"), ("readout", "out"), ("out", "output")],
         metadata={}, type_check=False)
+
+
+def mixed_threshold_graph(rng):
+    """Thresholds per channel (a convolution) and per neuron (dense), theta_max / theta_j
+    powers of two and the weights chosen so that the rows scaled by theta_max / theta_j lie
+    on the Loihi grid: lossless. dt in the metadata, IF with r = 1/dt."""
+    f1 = np.array([1.0, 2.0])           # theta_max / theta per channel
+    f2 = np.array([1.0, 2.0, 4.0])      # per neuron
+    th = 255 / 128                      # odd multiple of 1/128: sums of the weights are even
+    w1 = np.clip(np.rint(rng.normal(30, 60, (2, 1, 3, 3))) * 2, -254, 254)
+    w1.flat[0] = 254
+    w2 = np.clip(np.rint(rng.normal(0, 60, (3, 2 * 3 * 3))) * 2, -254, 254)
+    w2.flat[0] = 254
+    shape1 = (2, 6, 6)
+    return sequential({
+        "input": nir.Input(input_type=np.array([1, 6, 6])),
+        "conv": conv(w1 / 128 / f1[:, None, None, None], (6, 6)),
+        "if1": nir.IF(r=np.full(shape1, 1 / DT), v_reset=np.zeros(shape1),
+                      v_threshold=np.broadcast_to((th / f1)[:, None, None], shape1).copy()),
+        "pool": pool2(), "flat": nir.Flatten(input_type={"input": np.array([2, 3, 3])}, start_dim=0,
+                                             end_dim=-1),
+        "fc": nir.Linear(w2 / 128 / f2[:, None]),
+        "if2": nir.IF(r=np.full(3, 1 / DT), v_threshold=th / f2, v_reset=np.zeros(3)),
+        "output": nir.Output(output_type=np.array([3]))}, {"dt": DT})
 
 
 def spikes(rng, graph, T=30, B=5, p=0.3):
@@ -289,6 +313,46 @@ def test_affine_bias_into_a_cubalif_with_tau_syn_equal_to_dt_is_exact():
     assert net.approximations == [] and "(exact)" in net.reports[0].bias
 
 
+# ------------------------------------------------------------ thresholds per neuron
+
+def test_thresholds_per_neuron_and_channel_fold_into_the_rows_losslessly():
+    rng = np.random.default_rng(5)
+    g = mixed_threshold_graph(rng)
+    x = spikes(rng, g, p=0.4)
+    recs = {t: run(t, g, x) for t in FLOAT_TARGETS + ("loihi-emu",)}
+    assert_same_spikes(recs, ["if1", "if2"])
+    net = quantize(g)
+    assert all(r.weight_rms_error == 0 for r in net.reports)
+    assert all("theta / theta_j" in " ".join(r.notes) for r in net.reports)
+    # per-channel and per-neuron firing really differs from one uniform threshold
+    s = recs["reference"].values["if2"]
+    assert len({float(s[:, :, j].mean()) for j in range(3)}) > 1
+
+
+@pytest.mark.parametrize("what, node, words", [
+    ("tau", nir.LIF(tau=np.array([1e-3, 2e-3]), r=np.array([10.0, 20.0]), v_leak=np.zeros(2),
+                    v_threshold=np.ones(2), v_reset=np.zeros(2)), "different tau per neuron.*in sequence"),
+    ("threshold <= 0", nir.IF(r=np.full(2, 1 / DT), v_threshold=np.array([1.0, 0.0]),
+                              v_reset=np.zeros(2)), "threshold <= 0"),
+])
+def test_what_cannot_be_made_uniform_is_refused(what, node, words):
+    g = sequential({"input": nir.Input(input_type=np.array([2])), "fc": nir.Linear(np.eye(2)),
+                    "pop": node, "output": nir.Output(output_type=np.array([2]))}, {"dt": DT})
+    with pytest.raises(ExportError, match=words):
+        quantize(g)
+
+
+def test_threshold_varying_within_a_channel_is_refused():
+    th = np.ones((2, 4, 4))
+    th[0, 0, 0] = 2.0
+    g = sequential({"input": nir.Input(input_type=np.array([1, 4, 4])),
+                    "conv": conv(np.ones((2, 1, 3, 3)), (4, 4)),
+                    "if": nir.IF(r=np.full(th.shape, 1 / DT), v_threshold=th, v_reset=np.zeros(th.shape)),
+                    "output": nir.Output(output_type=np.array([2, 4, 4]))}, {"dt": DT})
+    with pytest.raises(ExportError, match="within a channel"):
+        quantize(g)
+
+
 # ------------------------------------------------------------ what the chain refuses
 
 def test_a_pool_after_the_last_population_is_refused():
@@ -328,6 +392,7 @@ def loihi_cases():
     yield "sinabs input pool, avg pool", sinabs_avg_graph(np.random.default_rng(1)), {}, 30, 0.3
     yield "norse recurrent CubaLIF, both biases", norse_graph(np.random.default_rng(2)), \
         {"dt": DT, "allow_approximation": True}, 40, 0.4
+    yield "thresholds per channel and neuron", mixed_threshold_graph(np.random.default_rng(5)), {}, 30, 0.4
 
 
 @pytest.fixture(scope="module")
@@ -351,7 +416,8 @@ def test_lava_is_spike_exact_with_loihi_emu(loihi_results, name):
 
 
 @pytest.mark.lava
-@pytest.mark.parametrize("name", ["sinabs sum pools", "sinabs input pool, avg pool"])
+@pytest.mark.parametrize("name", ["sinabs sum pools", "sinabs input pool, avg pool",
+                                  "thresholds per channel and neuron"])
 def test_lava_equals_the_float_reference_where_quantisation_is_lossless(loihi_results, name):
     recs = loihi_results[name]
     assert_same_spikes({"reference": recs["reference"], "lava": recs["lava"]}, recs["lava"].spiking)

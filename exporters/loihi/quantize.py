@@ -16,13 +16,15 @@ NIR population becomes one Lava CUBA population (SEMANTICS.md 7):
   or with ``allow_approximation`` mapped to its steady-state voltage bias and recorded
   (exact when tau_syn = dt). A recurrent Affine's bias is summed into the same neuron bias
   under ``allow_approximation`` (the float model receives it from step 2 on).
+- Thresholds that differ between neurons (or channels) become one by scaling each neuron's
+  weights and bias by theta_max / theta_j (exact in float).
 
 Each layer has its own scale s (integers = s x floats), the largest that keeps every weight
 in [-256, 254], the threshold in u17 and the bias in s13. Weights are written as even
 integers, which netx's bit packing keeps exactly. Refused with a clear error: non-zero
-v_reset, heterogeneous time constants or thresholds within a population (Lava's LIF has one
-du, dv, vth per population), tau_mem = dt (vDecay 4096 does not fit u12), Conv1d, any other
-node.
+v_reset, heterogeneous time constants within a population (Lava's LIF has one du, dv per
+process and netx layers are sequential), tau_mem = dt (vDecay 4096 does not fit u12),
+Conv1d, any other node.
 
 :func:`quantize` returns a :class:`LoihiNetwork` with a per-layer :class:`LayerReport` of
 what was lost.
@@ -138,17 +140,44 @@ def _uniform(name: str, what: str, values) -> float:
     a = np.asarray(values, dtype=np.float64).reshape(-1)
     if not np.all(a == a[0]):
         raise ExportError(f"population {name!r} has different {what} per neuron "
-                          f"(range {a.min():.6g} .. {a.max():.6g}); Lava's LIF has one value per population",
-                          f"train with one {what} per layer, or split the population")
+                          f"(range {a.min():.6g} .. {a.max():.6g}); Lava's LIF has one value per "
+                          "process and netx connects its layers in sequence, so the population "
+                          "cannot be split into parallel sub-populations",
+                          f"train with one {what} per layer")
     return float(a[0])
 
 
 def _per_unit(name: str, what: str, values, n: int) -> np.ndarray:
-    """Values per output unit (neuron of a dense layer, channel of a convolution)."""
+    """Values per output unit (neuron of a dense layer, channel of a convolution: the
+    values of a (C, H, W) population must then be constant within each channel)."""
     a = np.asarray(values, dtype=np.float64)
     if a.size == n:
         return a.reshape(n).copy()
+    if a.size > n and a.size % n == 0:
+        rows = a.reshape(n, -1)
+        if np.all(rows == rows[:, :1]):
+            return rows[:, 0].copy()
+        raise ExportError(f"population {name!r} has different {what} within a channel of its "
+                          "convolution; a convolution shares its weights across positions",
+                          f"use one {what} per channel")
     return np.full(n, _uniform(name, what, a))
+
+
+def _fold_thresholds(neu_name: str, neu, drive: _Drive, n: int) -> tuple[float, list[str]]:
+    """One threshold for the layer: a neuron's threshold theta_j differs from the layer's
+    theta = max theta_j by scaling its input row and bias by theta / theta_j (its voltage
+    scales alike, its spikes do not change: exact in float). Returns theta and notes."""
+    thetas = _per_unit(neu_name, "threshold", neu.v_threshold, n)
+    if not np.all(thetas > 0):
+        _refuse(neu_name, neu, "has a threshold <= 0", "use a positive threshold")
+    theta = float(thetas.max())
+    if np.all(thetas == theta):
+        return theta, []
+    f = theta / thetas
+    drive.gain = drive.gain * f
+    drive.v_bias = drive.v_bias * f
+    return theta, [f"thresholds {thetas.min():.6g} .. {theta:.6g} made one ({theta:.6g}) by "
+                   "scaling each neuron's weights and bias by theta / theta_j (exact in float)"]
 
 
 def _conv_params(name, conv, pool_name, pool, in_shape):
@@ -318,9 +347,7 @@ def _layer(program: Program, spec: LayerSpec, prev_shape: tuple, allow_approxima
     drive = _drive(neu_name, neu, program.dt, n)
     w_rec, b_rec = _recurrent(program, rec_name, n)
     _add_biases(drive, neu_name, neu, syn_name, b, rec_name, b_rec, allow_approximation)
-    theta = _uniform(neu_name, "threshold", neu.v_threshold)
-    if theta <= 0:
-        _refuse(neu_name, neu, "has a threshold <= 0", "use a positive threshold")
+    theta, theta_notes = _fold_thresholds(neu_name, neu, drive, n)
     i_decay, v_decay = _decays(neu_name, neu, drive)
     w_eff = drive.gain.reshape(-1, *([1] * (w.ndim - 1))) * w
     w_rec_eff = None if w_rec is None else drive.gain[:, None] * w_rec
@@ -342,7 +369,7 @@ def _layer(program: Program, spec: LayerSpec, prev_shape: tuple, allow_approxima
         voltage_decay={"requested": drive.frac_v,
                        "realised": float(units.loihi_decay_fraction(v_decay)), "vDecay": v_decay},
         threshold={"requested": theta, "realised": vth / scale, "vThMant": vth},
-        bias=drive.bias, notes=drive.notes)
+        bias=drive.bias, notes=drive.notes + theta_notes)
     layer = LoihiLayer(neu_name, syn_name, tuple(pop_shape), w_int, i_decay, v_decay, vth,
                        np.rint(drive.v_bias * scale).astype(np.int64), False, w_rec_int,
                        rec_name, conv)
