@@ -10,7 +10,9 @@ population is stepped through time. For a feed-forward network this computes exa
 the step-major loop computes, with large batched matmuls instead of T small ones.
 
 :func:`record` captures the spikes (and optionally membranes) of every neuron population
-through forward hooks, so any model, ours or a user's, can be recorded unchanged.
+through forward hooks, so any model, ours or a user's, can be recorded unchanged. Recordings
+are detached by default; ``detach=False`` keeps them in the autograd graph, for a training
+term computed from the hidden layers (the RCS regulariser, training/losses.py).
 """
 from __future__ import annotations
 
@@ -86,12 +88,14 @@ class Recording(dict):
 
 
 @contextmanager
-def record(model: nn.Module, membranes: bool = False) -> Iterator[Recording]:
+def record(model: nn.Module, membranes: bool = False,
+           detach: bool = True) -> Iterator[Recording]:
     """Record every snntorch neuron population of ``model`` during the ``with`` block.
 
     Each population's hook receives one call per time step; the steps of one forward pass
     are stacked into (T, B, ...). Recording several forward passes concatenates along the
-    batch axis.
+    batch axis. The membrane is the population's state after the step's reset. With
+    ``detach=False`` the tensors stay attached to the graph, so a loss on them trains.
     """
     rec = Recording()
     steps: dict[str, list[torch.Tensor]] = {}
@@ -101,9 +105,10 @@ def record(model: nn.Module, membranes: bool = False) -> Iterator[Recording]:
 
     def hook(name):
         def fn(module, inputs, output):
-            steps.setdefault(name, []).append(output[0].detach())
+            spk, mem = output[0], output[-1]
+            steps.setdefault(name, []).append(spk.detach() if detach else spk)
             if membranes:
-                mems.setdefault(name, []).append(output[-1].detach())
+                mems.setdefault(name, []).append(mem.detach() if detach else mem)
         return fn
 
     for name, module in names:

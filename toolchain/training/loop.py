@@ -31,7 +31,7 @@ from spikeport.data.encoders import make_encoder
 from spikeport.core.errors import CheckpointError, ConfigError
 from spikeport.core.recording import predict
 from spikeport.core import interrupts
-from spikeport.training.losses import make_loss
+from spikeport.training.losses import LayerTrace, Regularizer, make_loss, make_regularizer
 from spikeport.training.scores import HiddenUsage, classification_metrics, require_finite
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class Components:
     encoder: Callable
     loss: Callable
     model: SpikingSequential
+    regularizer: Regularizer | None = None
 
 
 def build_components(cfg: RunConfig, training: bool = False) -> Components:
@@ -54,11 +55,13 @@ def build_components(cfg: RunConfig, training: bool = False) -> Components:
     dataset = load_dataset(cfg.dataset["name"], **cfg.params("dataset"))
     encoder = make_encoder(cfg.encoder["name"], **cfg.params("encoder"))
     loss = make_loss(cfg.loss["name"], **cfg.params("loss"))
+    reg = (make_regularizer(cfg.regularizer["name"], cfg.time_steps, **cfg.params("regularizer"))
+           if cfg.regularizer is not None else None)
     check_memory(cfg, dataset, training)
     torch.manual_seed(cfg.train["seed"])  # weight initialisation
     model = build_model(cfg.model["arch"], dataset.input_shape, dataset.n_classes,
                         **cfg.params("model", "arch"))
-    return Components(cfg, dataset, encoder, loss, model)
+    return Components(cfg, dataset, encoder, loss, model, reg)
 
 
 def check_memory(cfg: RunConfig, dataset: Dataset, training: bool = False) -> None:
@@ -95,8 +98,27 @@ def _optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
     return make_optimizer(cfg.optimizer["name"], params, **cfg.params("optimizer"))
 
 
+def batch_loss(c: Components, x: torch.Tensor, y: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(output spikes, loss, regulariser term) of one training batch: the task loss plus,
+    with a regulariser, alpha times its term on every spiking layer's spikes and membranes
+    (recorded attached to the graph)."""
+    if c.regularizer is None:
+        spikes = c.model(x)  # (T, B, classes)
+        return spikes, c.loss(spikes, y), None
+    with record(c.model, membranes=True, detach=False) as rec:
+        spikes = c.model(x)
+    populations = c.model.neuron_layers()  # the last one's spikes are the output
+    traces = [LayerTrace(rec[name], rec.membranes[name], neuron.threshold.detach(),
+                         output=i == len(populations) - 1)
+              for i, (name, neuron) in enumerate(populations)]
+    term = c.regularizer.term(traces, spikes, y)
+    return spikes, c.loss(spikes, y) + c.regularizer.alpha * term, term
+
+
 def fit(c: Components, progress: bool = True) -> list[dict]:
-    """Train ``c.model`` in place; returns per-epoch training loss and accuracy."""
+    """Train ``c.model`` in place; returns per-epoch training loss (with the regulariser's
+    share, whose mean term is logged as ``regularizer``) and accuracy."""
     cfg, ds, T = c.config, c.dataset, c.config.time_steps
     gen = torch.Generator().manual_seed(cfg.train["seed"])
     opt = _optimizer(cfg, c.model.parameters())
@@ -109,7 +131,7 @@ def fit(c: Components, progress: bool = True) -> list[dict]:
     for epoch in range(epochs):
         c.model.train()
         order = torch.randperm(n, generator=gen)
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss, total_reg, correct, seen = 0.0, 0.0, 0, 0
         bar = tqdm(range(0, n, bs), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
                    leave=False, unit="batch")
         for batch, start in enumerate(bar):
@@ -117,8 +139,7 @@ def fit(c: Components, progress: bool = True) -> list[dict]:
             idx = order[start:start + bs]
             x = c.encoder(x_all[idx], T, gen)  # (T, B, C, H, W)
             y = y_all[idx]
-            spikes = c.model(x)  # (T, B, classes)
-            loss = c.loss(spikes, y)
+            spikes, loss, term = batch_loss(c, x, y)
             value = loss.item()
             if not math.isfinite(value):
                 _diverged(cfg, f"the loss is {value} at epoch {epoch + 1}, batch {batch + 1} "
@@ -127,6 +148,7 @@ def fit(c: Components, progress: bool = True) -> list[dict]:
             loss.backward()
             opt.step()
             total_loss += value * len(idx)
+            total_reg += 0.0 if term is None else term.item() * len(idx)
             correct += (predict(spikes) == y).sum().item()
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
@@ -135,7 +157,8 @@ def fit(c: Components, progress: bool = True) -> list[dict]:
                     if not bool(torch.isfinite(p).all())), None)
         if bad is not None:
             _diverged(cfg, f"parameter {bad} is not finite after epoch {epoch + 1}")
-        history.append({"epoch": epoch + 1, "loss": total_loss / seen, "accuracy": correct / seen})
+        history.append({"epoch": epoch + 1, "loss": total_loss / seen, "accuracy": correct / seen,
+                        **({"regularizer": total_reg / seen} if c.regularizer else {})})
         log.info("epoch %d: loss %.4f accuracy %.4f", epoch + 1, total_loss / seen, correct / seen)
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{epochs}  loss {total_loss / seen:.4f}  "

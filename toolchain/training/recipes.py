@@ -9,7 +9,8 @@ or an out-of-range value is one line naming the recipe, the key path and the fix
 anything is built. Sections stay plain dicts with a ``name`` (or ``arch``) and that
 component's parameters as written; ``optimizer`` and ``train`` are completed with their
 defaults. ``config.yaml`` in a run directory is the resolved config, so a run can be rebuilt
-from its directory alone.
+from its directory alone. The ``regularizer`` section is optional (absent: none); when
+given, it is completed with its defaults too.
 
 Layout::
 
@@ -19,6 +20,7 @@ Layout::
     encoder:   {name: direct}
     model:     {arch: mlp, hidden: [128], neuron: lif, beta: 0.9}
     loss:      {name: spikemax}
+    regularizer: {name: rcs, alpha: 0.002, beta: 0.3}     # optional
     optimizer: {name: adam, lr: 0.002}
     train:     {epochs: 20, batch_size: 64, seed: 0}
 """
@@ -38,7 +40,7 @@ from spikeport.core.registry import (Invalid, Params, Registry, defaults_of, exp
 from spikeport.data.datasets import DATASETS, Seed
 from spikeport.data.encoders import ENCODERS
 from spikeport.models.architectures import check_model_params
-from spikeport.training.losses import LOSSES
+from spikeport.training.losses import LOSSES, check_regularizer
 from spikeport.training.optimizers import OPTIMIZERS
 
 RECIPE_DIR = Path(_models_pkg.__file__).resolve().parent / "recipes"  # models/recipes/*.yaml
@@ -65,8 +67,10 @@ COMPONENTS: dict[str, tuple[str, Callable[[str, dict], dict]]] = {
     "encoder": ("name", ENCODERS.check),
     "model": ("arch", check_model_params),
     "loss": ("name", LOSSES.check),
+    "regularizer": ("name", check_regularizer),
     "optimizer": ("name", OPTIMIZERS.check),
 }
+OPTIONAL = ("regularizer",)  # sections that may be absent (or null)
 
 
 def _section(example: dict, **kw) -> Any:
@@ -84,6 +88,8 @@ class RunConfig(BaseModel):
     encoder: dict[str, Any] = _section({"name": "rate"}, title="section 'encoder'")
     model: dict[str, Any] = _section({"arch": "mlp", "hidden": [128]}, title="section 'model'")
     loss: dict[str, Any] = _section({"name": "spikemax"}, title="section 'loss'")
+    regularizer: dict[str, Any] | None = _section({"name": "rcs", "alpha": 0.002}, default=None,
+                                                  title="section 'regularizer'")
     optimizer: dict[str, Any] = _section({"name": "adam", "lr": 0.001}, default_factory=dict,
                                          title="section 'optimizer'")
     train: dict[str, Any] = _section({"epochs": 10}, default_factory=dict,
@@ -91,8 +97,10 @@ class RunConfig(BaseModel):
 
     @field_validator(*COMPONENTS)
     @classmethod
-    def _names_its_component(cls, section: dict, info) -> dict:
+    def _names_its_component(cls, section: dict | None, info) -> dict | None:
         key = COMPONENTS[info.field_name][0]
+        if section is None and info.field_name in OPTIONAL:
+            return section
         if info.field_name == "optimizer" and key not in section:
             return section  # adam
         if not isinstance(section.get(key), str):
@@ -107,13 +115,24 @@ class RunConfig(BaseModel):
         name = self.optimizer.get("name", "adam")
         self.optimizer = {"name": name, **OPTIMIZERS.defaults(name), **self.params("optimizer")}
         for section, (key, check) in COMPONENTS.items():
-            check(getattr(self, section)[key], self.params(section, key))
+            if section not in OPTIONAL:
+                check(getattr(self, section)[key], self.params(section, key))
+        if self.regularizer is not None:
+            name = self.regularizer["name"]
+            self.regularizer = {"name": name, **check_regularizer(
+                name, self.params("regularizer"), self.time_steps)}
         self.train = {**TRAIN_DEFAULTS, **self.train}
         parse_as(TrainParams, self.train, section="train")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
+        """The config as plain data; an absent optional section is left out (so the
+        config.yaml of a run without one reads as it did before the section existed)."""
+        data = self.model_dump()
+        for section in OPTIONAL:
+            if data[section] is None:
+                del data[section]
+        return data
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
