@@ -377,6 +377,15 @@ def test_a_population_reading_anything_but_the_previous_one_is_refused():
         quantize(g)
 
 
+def test_a_flatten_of_the_output_spikes_is_accepted():
+    """Only a reshape: Loihi's output is the last population's spikes, as before."""
+    g = sequential({"input": nir.Input(input_type=np.array([1, 4, 4])),
+                    "conv": conv(np.ones((2, 1, 3, 3)), (4, 4)), "if": iaf((2, 4, 4), 1.0),
+                    "flat": nir.Flatten(input_type={"input": np.array([2, 4, 4])}, start_dim=0, end_dim=-1),
+                    "output": nir.Output(output_type=np.array([32]))}, {"dt": DT})
+    assert [layer.name for layer in quantize(g).layers] == ["if"]
+
+
 def test_norse_li_readout_is_refused_naming_the_node():
     n = np.ones(3)
     g = norse_graph(np.random.default_rng(6), nir.LI(tau=2e-3 * n, r=n, v_leak=0 * n))
@@ -421,3 +430,4 @@ def test_lava_is_spike_exact_with_loihi_emu(loihi_results, name):
 def test_lava_equals_the_float_reference_where_quantisation_is_lossless(loihi_results, name):
     recs = loihi_results[name]
     assert_same_spikes({"reference": recs["reference"], "lava": recs["lava"]}, recs["lava"].spiking)
+

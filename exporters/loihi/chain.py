@@ -138,10 +138,14 @@ def _check_sequence(program: Program, specs: list[LayerSpec]) -> None:
         expected = spec.neuron
     out = program.output
     last = _single_source(program, out) if program.inputs[out] else out
+    trailing = set()  # a Flatten of the output spikes only reshapes them
+    while isinstance(program.nodes[last], nir.Flatten):
+        trailing.add(last)
+        last = _single_source(program, last)
     if last != specs[-1].neuron:
         refuse(last, program.nodes[last], "feeds the graph output, which on Loihi is the last "
                "population's spikes", "end the graph with a population (its spikes are the output)")
-    used = set().union(*(s.nodes() for s in specs)) | {out, program.graph_inputs[0]}
+    used = set().union(*(s.nodes() for s in specs)) | {out, program.graph_inputs[0]} | trailing
     for name in program.order:
         if name not in used and not isinstance(program.nodes[name], PASS):
             refuse(name, program.nodes[name], "does not lie on the chain of layers (it feeds no "
