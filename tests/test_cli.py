@@ -236,3 +236,21 @@ def test_dt_is_refused_where_it_would_contradict_the_graph_or_the_run(tmp_path, 
     recorded = own_run / "model.nir"
     assert_user_error(invoke("estimate", recorded, "--target", "reference", "--input", x,
                              "--dt", "5e-3"), "contradicts it")
+
+
+def test_run_checks_its_out_path_before_it_writes_anything(own_run, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    before = {p.name: p.read_bytes() for p in own_run.iterdir()}
+    result = invoke("run", own_run, "--samples", 3, "--out", tmp_path / "afile" / "rec.npz")
+    assert_user_error(result, "is a file, not a directory")
+    assert {p.name: p.read_bytes() for p in own_run.iterdir()} == before
+
+
+def test_an_empty_profile_name_is_refused_not_read_as_the_default(own_run):
+    assert_user_error(invoke("estimate", own_run, "--target", "reference", "--profile", ""),
+                      "unknown energy profile ''")
+
+
+def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path):
+    result = invoke("inspect", tmp_path / ("x" * 300 + ".nir"))
+    assert_user_error(result, "File name too long")

@@ -627,3 +627,40 @@ def test_a_command_that_only_reads_finishes_a_killed_commit_before_reading(own_r
     assert result.exit_code == 0, result.output
     assert hidden(own_run) == []
     assert json.loads((own_run / "metrics.json").read_text()) == new
+
+
+def test_a_file_that_cannot_be_replaced_is_found_before_the_commit_point(own_run):
+    """An immutable file (chattr +i: not even root can rename over it) among a command's
+    outputs: refused before the commit point, so no other output changes and nothing is
+    left behind (before, the renames before it had happened and the record stayed)."""
+    target = own_run / "loihi_report.json"
+    assert invoke("export", own_run, "--to", "loihi").exit_code == 0
+    if subprocess.run(["chattr", "+i", str(target)], capture_output=True).returncode != 0:
+        pytest.skip("this file system or user cannot set the immutable flag (chattr +i)")
+    try:
+        before = digest(own_run)
+        result = invoke("export", own_run, "--to", "loihi")
+        assert_user_error(result, "immutable or append-only", "chattr -i")
+        assert digest(own_run) == before and hidden(own_run) == []
+    finally:
+        subprocess.run(["chattr", "-i", str(target)])
+
+
+def test_check_replaceable_refuses_only_what_a_rename_cannot_replace(tmp_path, monkeypatch):
+    import errno
+
+    f = tmp_path / "a.json"
+    f.write_text("{}")
+    f.chmod(0o444)
+    fs.check_replaceable(f)              # read-only: a rename still replaces it
+    fs.check_replaceable(tmp_path / "missing.json")
+    real = os.open
+
+    def flagged(path, flags, *a):
+        if str(path) == str(f):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        return real(path, flags, *a)
+
+    monkeypatch.setattr(os, "open", flagged)
+    with pytest.raises(RunDirError, match="immutable or append-only"):
+        fs.check_replaceable(f)

@@ -7,10 +7,12 @@ without a traceback; 130 interrupted.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import json
 import logging
+import os
 import warnings
 import sys
 from pathlib import Path
@@ -30,6 +32,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # instance of 'python_error'"), and one inside numpy's or onnxruntime's leaves a broken module
 # that fails later with an unrelated traceback.
 _HEAVY_IMPORTS = ("numpy", "torch", "h5py", "onnxruntime")
+
+
+# path errors that a user's argument causes, wherever they surface (os.stat raises them
+# from Path.is_file and the like): one line, not a traceback
+_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ELOOP}
 
 
 def user_errors(fn):
@@ -55,6 +62,14 @@ def user_errors(fn):
         except SpikeportError as e:
             typer.echo(f"error: {e.one_line()}", err=True)
             raise typer.Exit(e.exit_code) from None
+        except OSError as e:
+            if e.errno not in _PATH_ERRNOS:
+                raise  # not a path the user gave: a bug, with its traceback
+            name = os.fsdecode(e.filename) if e.filename is not None else "a path"
+            shown = name if len(name) <= 80 else name[:77] + "..."
+            typer.echo(f"error: cannot use {shown}: {e.strerror} -- fix: check the path "
+                       "(each name at most 255 bytes, the whole path at most 4096)", err=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             written = [] if written_before is None else transactions.committed()[written_before:]
             if written:  # Ctrl-C during a commit waits for it, so these are complete

@@ -111,6 +111,8 @@ def run(run_or_graph: str | Path, target: str = "reference", *,
     if out is not None and Path(out).is_dir():
         raise SpikeportError(f"--out {out} is a directory", "pass a file name for the recording, "
                              "e.g. --out rec.npz")
+    if out is not None:
+        transactions.check_dir_path(Path(out).parent, "--out")  # before anything is written
     graph, inputs, _ = runs.resolve(run_or_graph, input_file, samples, targets=[target], dt=dt)
     t = get_target(target)
     n = inputs.x.shape[1]

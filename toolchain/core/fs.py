@@ -187,6 +187,27 @@ def prepare_file(path: Path) -> list[Path]:
     return prepare_dir(Path(path).parent)
 
 
+def check_replaceable(path: Path) -> None:
+    """Refuse an existing regular file at ``path`` that a rename cannot replace: one marked
+    immutable or append-only (``chattr +i`` / ``+a``), which even root cannot replace.
+    Opening it for appending writes nothing and fails with EPERM exactly then; a file that is
+    merely read-only (chmod 444) can still be replaced by a rename and passes."""
+    if not os.path.isfile(path):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
+    except PermissionError as e:
+        if e.errno == errno.EPERM:
+            raise RunDirError(f"{path} is marked immutable or append-only: spikeport cannot "
+                              "replace it, and wrote nothing",
+                              f"clear the flag (chattr -i -a {path}), or work on a copy of the "
+                              "directory") from None
+        return
+    except OSError:
+        return
+    os.close(fd)
+
+
 @contextmanager
 def os_errors(path: str | Path) -> Iterator[None]:
     """Turn an OSError of writing ``path`` into a RunDirError naming the path and the fix."""

@@ -285,6 +285,7 @@ class Transaction:
                                       "run the command again")
                 for _, final in self.files:
                     fs.prepare_file(final)  # nothing has become a directory meanwhile
+                    fs.check_replaceable(final)  # no rename after the commit point can fail
                 self._save("committed")  # the commit point
                 self.committed = True
                 _COMMITTED.extend(f for _, f in self.files)  # in place now, or by recover()

@@ -239,7 +239,7 @@ def _estimate(tx: transactions.Transaction | None, run_or_graph, target: str, pr
     graph, inputs, run_dir = artifacts.resolve(run_or_graph, input_file, samples,
                                                targets=[target], dt=dt)
     tg = get_target(target)
-    names = [profile] if profile else list(tg.profiles)
+    names = [profile] if profile is not None else list(tg.profiles)
     profiles = {p: load_profile(p) for p in names}  # bad profile: fail before running anything
     rule = _cutoff_rule(cutoff, epsilon, run_dir, inputs, calibration_samples, batch_size)
     counted = _run_and_count(tg, graph, inputs.x, rule, batch_size, allow_approximation, workers)
