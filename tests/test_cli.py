@@ -254,3 +254,27 @@ def test_an_empty_profile_name_is_refused_not_read_as_the_default(own_run):
 def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path):
     result = invoke("inspect", tmp_path / ("x" * 300 + ".nir"))
     assert_user_error(result, "File name too long")
+
+
+def test_run_never_writes_its_recording_over_its_own_inputs(own_run, tmp_path):
+    import numpy as np
+
+    assert invoke("export", own_run, "--to", "nir").exit_code == 0
+    graph = tmp_path / "g.nir"
+    graph.write_bytes((own_run / "model.nir").read_bytes())
+    x = tmp_path / "x.npz"
+    np.savez(x, x=np.ones((3, 2, 1, 8, 8)))  # the tiny recipe's digits input
+    before = x.read_bytes(), graph.read_bytes()
+    assert_user_error(invoke("run", graph, "--input", x, "--out", x), "is --input")
+    assert_user_error(invoke("run", graph, "--input", x, "--out", graph), "is the graph")
+    assert (x.read_bytes(), graph.read_bytes()) == before
+
+
+def test_bare_spikeport_prints_its_help_once():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    r = subprocess.run([str(Path(sys.executable).with_name("spikeport"))], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and r.stdout.count("Usage:") == 1, r.stdout

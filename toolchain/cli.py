@@ -392,9 +392,8 @@ def main() -> None:
     warnings.showwarning = _one_line_warning
     try:
         code = app(standalone_mode=False)
-    except click_errors.NoArgsIsHelpError as e:  # bare `spikeport` or a group: its help
-        typer.echo(e.ctx.get_help() if e.ctx else str(e))
-        code = 0
+    except click_errors.NoArgsIsHelpError:  # bare `spikeport` or a group: typer has
+        code = 0                                # printed its help already
     except click_errors.UsageError as e:
         where = e.ctx.command_path if e.ctx else "spikeport"
         typer.echo(f"error: {' '.join(e.format_message().split())} -- fix: see `{where} --help`",

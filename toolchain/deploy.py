@@ -113,6 +113,11 @@ def run(run_or_graph: str | Path, target: str = "reference", *,
                              "e.g. --out rec.npz")
     if out is not None:
         transactions.check_dir_path(Path(out).parent, "--out")  # before anything is written
+        for given, what in ((input_file, "--input"), (run_or_graph, "the graph")):
+            if given is not None and Path(given).is_file() and Path(out).exists() \
+                    and Path(out).samefile(given):
+                raise SpikeportError(f"--out {out} is {what}: the recording would overwrite it",
+                                     "pass another file name for the recording")
     graph, inputs, _ = runs.resolve(run_or_graph, input_file, samples, targets=[target], dt=dt)
     t = get_target(target)
     n = inputs.x.shape[1]
