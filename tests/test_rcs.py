@@ -48,7 +48,7 @@ def test_the_registry_and_its_defaults():
     assert REGULARIZERS.names() == ["rcs"]
     reg = make_regularizer("rcs")
     assert (reg.name, reg.alpha) == ("rcs", 0.002)  # snncutoff configs/default.yaml
-    assert reg.term.keywords == {"beta": 0.3, "eps": 1e-5, "layers": "all"}
+    assert reg.term.keywords == {"beta": 0.3, "eps": 1e-5, "layers": "hidden"}
 
 
 @pytest.mark.parametrize("beta, T, k", [(0.3, 10, 3), (0.3, 20, 6), (0.29, 100, 29),
@@ -200,7 +200,7 @@ def test_a_recipe_with_the_option_trains_and_records_it(tiny_recipe, tmp_path):
                for e in result.train_history)
     written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert written["regularizer"] == {"name": "rcs", "alpha": 0.1, "beta": 0.5, "eps": 1e-5,
-                                      "layers": "all"}
+                                      "layers": "hidden"}
     plain = load_recipe(str(tiny_recipe))
     assert plain.regularizer is None and "regularizer" not in plain.to_yaml()
 

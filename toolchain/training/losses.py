@@ -28,9 +28,10 @@ membranes (:class:`LayerTrace`) besides the outputs and labels:
   k = floor(beta*T), r_d = mean of r over the last k steps, detached; cs(t) the cosine
   similarity of r(t) and r_d over the layer's neurons (norms sqrt(sum x^2 + 1e-5)); per
   sample and layer 1/(mean_t cs(t) + eps); kept for the samples predicted correctly at each
-  of the last k steps, max over the batch, mean over layers (``layers``: all spiking
-  populations, or the hidden ones as in the paper's networks, whose readout does not
-  spike). docs/methods.md has the equations and the deviations.
+  of the last k steps, max over the batch, mean over layers (``layers``: the hidden spiking
+  populations, as in the paper's networks, whose readout does not spike; or all of them).
+  docs/methods.md has the equations, the deviations and why the output population is left
+  out by default.
 """
 from __future__ import annotations
 
@@ -155,9 +156,9 @@ def rcs_terms(layer: LayerTrace, k: int, eps: float) -> torch.Tensor:
                        "the final one")
 def rcs(traces: list[LayerTrace], outputs: torch.Tensor, target: torch.Tensor,
         beta: Fraction = 0.3, eps: Annotated[float, Field(gt=0)] = 1e-5,
-        layers: Literal["all", "hidden"] = "all") -> torch.Tensor:
-    """``layers``: every spiking population, or the hidden ones only (the paper's networks
-    read out through a non-spiking classifier, which RCS does not see)."""
+        layers: Literal["hidden", "all"] = "hidden") -> torch.Tensor:
+    """``layers``: the hidden spiking populations (default: the paper's networks read out
+    through a non-spiking classifier, which RCS does not see), or all, the output too."""
     k = window_steps(beta, outputs.shape[0])
     keep = correct_over_last(outputs, target, k).to(outputs.dtype)  # (B,), no gradient
     chosen = [t for t in traces if layers == "all" or not t.output]
