@@ -118,3 +118,24 @@ def test_unknown_loss_and_parameters():
         make_loss("spikemax-window", window=0)
     with pytest.raises(ConfigError, match=r"loss.correct_rate must be in \[0, 1\], got 2"):
         make_loss("mse-count", correct_rate=2)
+
+
+def test_the_spikes_regularizer_is_the_mean_firing_rate_of_the_hidden_populations():
+    import torch
+
+    from spikeport.training.losses import LayerTrace, make_regularizer
+
+    hidden = torch.zeros(4, 2, 5)
+    hidden[:, :, :2] = 1.0                       # rate 2 / 5
+    out = torch.ones(4, 2, 3)                    # rate 1, the output population
+    traces = [LayerTrace(hidden.requires_grad_(), torch.zeros(4, 2, 5), torch.tensor(1.0)),
+              LayerTrace(out, torch.zeros(4, 2, 3), torch.tensor(1.0), output=True)]
+    reg = make_regularizer("spikes", 4, alpha=3.0)
+    term = reg.term(traces, out, torch.zeros(2, dtype=torch.long))
+    assert reg.alpha == 3.0 and term.item() == pytest.approx(0.4)
+    term.backward()
+    assert traces[0].spikes.grad is not None and (traces[0].spikes.grad > 0).all()
+    both = make_regularizer("spikes", 4, layers="all").term(traces, out, None)
+    assert both.item() == pytest.approx((0.4 + 1.0) / 2)
+    with pytest.raises(ConfigError, match="layers"):
+        make_regularizer("spikes", 4, layers="some")

@@ -32,6 +32,8 @@ membranes (:class:`LayerTrace`) besides the outputs and labels:
   populations, as in the paper's networks, whose readout does not spike; or all of them).
   docs/methods.md has the equations, the deviations and why the output population is left
   out by default.
+- ``spikes``: a sparsity penalty, the mean firing rate (spikes per neuron and step) of the
+  hidden spiking populations (or all), averaged over them.
 """
 from __future__ import annotations
 
@@ -166,6 +168,18 @@ def rcs(traces: list[LayerTrace], outputs: torch.Tensor, target: torch.Tensor,
         return outputs.new_zeros(())
     per_layer = [(rcs_terms(t, k, eps) * keep).max() for t in chosen]
     return torch.stack(per_layer).mean()
+
+
+@REGULARIZERS.register("spikes", "sparsity penalty: mean spikes per neuron and step")
+def spike_rate(traces: list[LayerTrace], outputs: torch.Tensor, target: torch.Tensor,
+               layers: Literal["all", "hidden"] = "hidden") -> torch.Tensor:
+    """The mean firing rate (spikes per neuron and step) over the chosen spiking populations,
+    averaged over them; its gradient reaches the weights through the surrogate. ``alpha``
+    trades accuracy for fewer spikes, hence less dynamic energy on an event-driven chip."""
+    chosen = [t.spikes for t in traces if layers == "all" or not t.output]
+    if not chosen:
+        return outputs.new_zeros(())
+    return torch.stack([s.mean() for s in chosen]).mean()
 
 
 @dataclass(frozen=True)
