@@ -81,6 +81,12 @@ def user_errors(fn):
     return wrapper
 
 
+# options several commands share: one declaration each
+DT_OPTION = typer.Option(None, "--dt", help="seconds per step of a .nir file that records no dt")
+WORKERS_OPTION = typer.Option(1, "--workers", help="sample shards to run at once (Lava: "
+                              "simulator processes); same result for any number")
+
+
 def _print_json(obj) -> None:
     typer.echo(json.dumps(obj, sort_keys=True))
 
@@ -173,8 +179,7 @@ def export_cmd(
 @user_errors
 def inspect_cmd(
     graph: Path = typer.Argument(..., help="a .nir file"),
-    dt: Optional[float] = typer.Option(None, "--dt", help="seconds per step of a .nir file "
-                                       "that records no dt"),
+    dt: Optional[float] = DT_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Summarise a NIR graph: nodes, shapes, neuron counts, parameters, metadata."""
@@ -202,10 +207,8 @@ def run_cmd(
     input_file: Optional[Path] = typer.Option(None, "--input", help=".npz with x (T, B, ...) and optional y"),
     samples: Optional[int] = typer.Option(None, help="use only the first N samples"),
     out: Optional[Path] = typer.Option(None, "--out", help="write every node's values to this .npz"),
-    dt: Optional[float] = typer.Option(None, "--dt", help="seconds per step of a .nir file "
-                                       "that records no dt"),
-    workers: int = typer.Option(1, "--workers", help="sample shards to run at once (Lava: "
-                                "simulator processes); same result for any number"),
+    dt: Optional[float] = DT_OPTION,
+    workers: int = WORKERS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run a graph on one target and report output spikes (and accuracy with labels)."""
@@ -230,10 +233,8 @@ def validate_cmd(
     input_file: Optional[Path] = typer.Option(None, "--input", help=".npz with x (T, B, ...) and optional y"),
     allow_approximation: bool = typer.Option(
         False, "--allow-approximation", help="let Loihi targets apply documented lossy rewrites"),
-    dt: Optional[float] = typer.Option(None, "--dt", help="seconds per step of a .nir file "
-                                       "that records no dt"),
-    workers: int = typer.Option(1, "--workers", help="sample shards to run at once (Lava: "
-                                "simulator processes); same result for any number"),
+    dt: Optional[float] = DT_OPTION,
+    workers: int = WORKERS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run the same inputs on several targets: accuracy per target, spike mismatches per pair."""
@@ -287,10 +288,8 @@ def estimate_cmd(
     plots: Optional[Path] = typer.Option(None, "--plots", help="write PNG plots into this directory"),
     allow_approximation: bool = typer.Option(False, "--allow-approximation",
                                              help="let Loihi targets apply documented lossy rewrites"),
-    dt: Optional[float] = typer.Option(None, "--dt", help="seconds per step of a .nir file "
-                                       "that records no dt"),
-    workers: int = typer.Option(1, "--workers", help="sample shards to run at once (Lava: "
-                                "simulator processes); same result for any number"),
+    dt: Optional[float] = DT_OPTION,
+    workers: int = WORKERS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Spikes, hidden-neuron usage, synaptic ops, anytime-cutoff latency and energy on a target."""
