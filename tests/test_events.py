@@ -1,6 +1,8 @@
 """The saccade event simulator, binning, the event cache and the event datasets
 (spikeport.data.events, docs/data.md). Nothing here downloads anything or needs tonic."""
 import json
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -207,12 +209,30 @@ def test_digits_events_frames_feed_the_events_encoder(cache):
     x = make_encoder("events")(torch.from_numpy(ds.x_test[:4]), T)
     assert x.shape == (T, 4, 2, 20, 20) and x.dtype == torch.float32
     assert torch.equal(x[:, 1], torch.from_numpy(ds.x_test[1]).float())
+    # what run / validate / estimate get: the same frames, time-first, still uint8
+    frames = make_encoder("events").time_first(ds.x_test[:4], T)
+    assert frames.dtype == np.uint8 and np.array_equal(frames, x.numpy())
     with pytest.raises(ConfigError, match="time_steps is 10, but the dataset's recordings are "
                                           "binned into 15 frames -- fix: set time_steps: 15"):
         make_encoder("events")(torch.from_numpy(ds.x_test[:4]), 10)
     with pytest.raises(ConfigError, match="the rate encoder takes images, but the dataset "
                                           "holds binned events"):
         make_encoder("rate")(torch.from_numpy(ds.x_test[:4]), T)
+
+
+def test_train_copies_add_jittered_recordings_to_the_training_split_only(cache):
+    opts = dict(saccade_us=20_000, time_window_us=4000)
+    one = load_dataset("digits-events", **opts)
+    two = load_dataset("digits-events", train_copies=2, jitter_px=1, **opts)
+    n = len(one.y_train)
+    assert two.x_train.shape == (2 * n, *one.x_train.shape[1:])
+    np.testing.assert_array_equal(two.y_train, np.tile(one.y_train, 2))
+    np.testing.assert_array_equal(two.x_train[:n], one.x_train)  # the originals first
+    assert not np.array_equal(two.x_train[n:], one.x_train)  # then displaced copies
+    np.testing.assert_array_equal(two.x_test, one.x_test)  # the test split as it was
+    # whole-pixel displacements move pixels without interpolating them
+    moved = ev.jitter_copies(np.eye(5, dtype=np.float32)[None], 4, 2, seed=0)
+    assert moved.shape == (4, 5, 5) and set(np.unique(moved)) <= {0.0, 1.0}
 
 
 @pytest.mark.parametrize("options, message", [
@@ -223,6 +243,7 @@ def test_digits_events_frames_feed_the_events_encoder(cache):
     ({"binarize": "max"}, "dataset.binarize must be clip or count"),
     ({"noise_hz": "lots"}, "dataset.noise_hz must be"),
     ({"frames": 3}, "unknown key dataset.frames"),
+    ({"train_copies": 0}, "dataset.train_copies must be"),
 ])
 def test_bad_simulator_parameters_are_one_line_config_errors(options, message, cache):
     with pytest.raises(ConfigError) as e:
@@ -232,8 +253,19 @@ def test_bad_simulator_parameters_are_one_line_config_errors(options, message, c
     assert not cache.exists()  # refused before anything was simulated
 
 
-def test_tonic_is_not_imported():
-    assert "tonic" not in sys.modules
+def test_event_datasets_work_where_tonic_cannot_be_imported(tmp_path):
+    """tonic is GPL-3.0-only: the simulator, the binning and the event datasets must not
+    need it (docs/data.md, the licence boundary)."""
+    code = (
+        "import sys; sys.modules['tonic'] = None\n"  # any `import tonic` now fails
+        "from spikeport.data.datasets import load_dataset\n"
+        "ds = load_dataset('digits-events', saccade_us=20000, time_window_us=4000)\n"
+        "assert ds.x_test.shape[1:] == (15, 2, 20, 20)\n"
+        "import spikeport.cli, spikeport.training.loop, spikeport.runs\n"
+        "print('ok')\n")
+    env = {**os.environ, "SPIKEPORT_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -250,6 +282,14 @@ def test_digits_events_trains_and_runs_on_loihi_in_a_tiny_run(tmp_path, cache):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["test_accuracy"] > 0.3  # 10 classes: chance is 0.1
+    # the inputs of run / validate / estimate: the test frames time-first, still uint8
+    from spikeport.runs import run_inputs
+
+    inputs = run_inputs(run, samples=16)
+    ds = load_dataset("digits-events", saccade_us=20000, time_window_us=8000)
+    assert inputs.x.dtype == np.uint8 and inputs.x.shape == (8, 16, 2, 20, 20)
+    np.testing.assert_array_equal(inputs.x, np.moveaxis(ds.x_test[:16], 1, 0))
+    np.testing.assert_array_equal(inputs.y, ds.y_test[:16])
     result = CliRunner().invoke(app, ["validate", str(run), "--targets",
                                       "reference,loihi-emu", "--samples", "16", "--json"])
     assert result.exit_code == 0, result.output

@@ -138,13 +138,19 @@ def run_inputs(run_dir: str | Path, samples: int | None = None, split: str = "te
     x_src = c.dataset.x_test if split == "test" else c.dataset.x_train
     y_src = c.dataset.y_test if split == "test" else c.dataset.y_train
     n = len(y_src) if samples is None else min(samples, len(y_src))
+    # An event dataset's frames are spikes already: kept as they are (uint8, time first),
+    # not encoded to float32 (spikeport.data.encoders.EventsEncoder.time_first).
+    frames = getattr(c.encoder, "time_first", None)
     # the encoded split, then its concatenation (float32), before any of it is made
     shape = (cfg.time_steps, n, *c.dataset.input_shape)
-    budget.check_bytes(2 * budget.nbytes(shape, 4),
+    budget.check_bytes(budget.nbytes(shape, 1) if frames else 2 * budget.nbytes(shape, 4),
                        f"the {split} split of {run_dir} encoded: {cfg.time_steps} steps x {n} "
                        f"samples x {math.prod(c.dataset.input_shape)} inputs",
                        "use fewer samples (--samples), or a run with fewer time_steps",
                        ConfigError)
+    source = f"{cfg.dataset['name']} {split} split ({n} samples)"
+    if frames is not None:
+        return Inputs(frames(x_src[:n], cfg.time_steps), y_src[:n], source)
     xs = []
     x_all = torch.from_numpy(x_src)
     # Encode batch by batch with the evaluation batch size, so the random stream (rate
@@ -152,7 +158,7 @@ def run_inputs(run_dir: str | Path, samples: int | None = None, split: str = "te
     for start in range(0, n, bs):
         xs.append(c.encoder(x_all[start:start + bs], cfg.time_steps, gen)[:, :n - start])
     x = torch.cat(xs, 1).numpy()
-    return Inputs(x, y_src[:n], f"{cfg.dataset['name']} {split} split ({n} samples)")
+    return Inputs(x, y_src[:n], source)
 
 
 NPZ_FIX = "save inputs with np.savez(path, x=spikes (T, B, ...), y=labels (B,))"

@@ -173,6 +173,10 @@ class EventDatasetParams(events.SaccadeParams, events.BinParams):
 
     test_fraction: TestFraction = 0.2
     split_seed: Seed = 0
+    # Augmentation of the training split only: recordings per training image, the first of
+    # the image as it is, the others displaced by up to jitter_px whole pixels.
+    train_copies: Annotated[int, Field(ge=1, le=16)] = 1
+    jitter_px: Annotated[int, Field(ge=0, le=4)] = 1
 
     @model_validator(mode="after")
     def _windows_hold_steps(self) -> "EventDatasetParams":
@@ -191,8 +195,9 @@ def _event_dataset(name: str, images: Dataset, size: int, scale: int,
     binning = events.BinParams(**{k: getattr(p, k) for k in events.BinParams.model_fields})
     bins = events.n_bins(sim.duration_us, binning.time_window_us)
 
-    def frames(split: str, x: np.ndarray) -> np.ndarray:
+    def frames(split: str, x: np.ndarray, copies: int = 1) -> np.ndarray:
         pixels = events.place(events.resize_linear(x[:, 0], scale), size).astype(np.float32)
+        pixels = events.jitter_copies(pixels, copies, p.jitter_px, p.noise_seed)
         key = events.cache_key(pixels, dataset=name, split=split, size=size, scale=scale,
                                simulator=sim.model_dump(), binning=binning.model_dump())
 
@@ -203,8 +208,10 @@ def _event_dataset(name: str, images: Dataset, size: int, scale: int,
 
         return events.cached_frames(key, (len(pixels), bins, 2, size, size), build)
 
-    return EventDataset(name, frames("train", images.x_train), images.y_train,
-                        frames("test", images.x_test), images.y_test, images.n_classes)
+    copies = p.train_copies
+    return EventDataset(name, frames("train", images.x_train, copies),
+                        np.tile(images.y_train, copies), frames("test", images.x_test),
+                        images.y_test, images.n_classes)
 
 
 @DATASETS.register("digits-events", "digits through the saccade event simulator (2x20x20)",

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+import numpy as np
 import torch
 from pydantic import AfterValidator, Field
 
@@ -115,17 +116,27 @@ class EventsEncoder:
     binary = True  # with the dataset's binarize: clip (the default)
 
     def __call__(self, x: torch.Tensor, steps: int, generator: torch.Generator | None = None):
-        if x.dim() < 3 or x.dtype.is_floating_point:
-            raise ConfigError(f"the events encoder takes an event dataset's frames (B, T, 2, H, "
-                              f"W) of counts; got {x.dtype} values of shape {tuple(x.shape)}",
-                              "use it with an event dataset (digits-events, nmnist-sim), or "
-                              "another encoder for images")
-        if x.shape[1] != steps:
-            raise ConfigError(f"time_steps is {steps}, but the dataset's recordings are binned "
-                              f"into {x.shape[1]} frames", f"set time_steps: {x.shape[1]} (or "
-                              "change dataset.time_window_us)")
+        self._check(x.shape, x.dtype.is_floating_point, x.dtype, steps)
         out = torch.empty((steps, x.shape[0], *x.shape[2:]), dtype=torch.float32)
         return out.copy_(x.transpose(0, 1))
+
+    def time_first(self, frames: np.ndarray, steps: int) -> np.ndarray:
+        """The frames (B, T, ...) as (T, B, ...) in their own dtype (uint8): the inputs of
+        run, validate and estimate, a quarter of the float32 encoding's memory."""
+        self._check(frames.shape, frames.dtype.kind == "f", frames.dtype, steps)
+        return np.ascontiguousarray(np.moveaxis(frames, 1, 0))
+
+    @staticmethod
+    def _check(shape, floating: bool, dtype, steps: int) -> None:
+        if len(shape) < 3 or floating:
+            raise ConfigError(f"the events encoder takes an event dataset's frames (B, T, 2, H, "
+                              f"W) of counts; got {dtype} values of shape {tuple(shape)}",
+                              "use it with an event dataset (digits-events, nmnist-sim), or "
+                              "another encoder for images")
+        if shape[1] != steps:
+            raise ConfigError(f"time_steps is {steps}, but the dataset's recordings are binned "
+                              f"into {shape[1]} frames", f"set time_steps: {shape[1]} (or "
+                              "change dataset.time_window_us)")
 
 
 def make_encoder(name: str, **params):

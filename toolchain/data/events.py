@@ -172,6 +172,20 @@ def place(images: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def jitter_copies(images: np.ndarray, copies: int, jitter_px: int, seed: int) -> np.ndarray:
+    """(copies * N, H, W): the images (N, H, W) first, then ``copies - 1`` more of them, each
+    image displaced by whole pixels (dx, dy) drawn uniformly from [-jitter_px, jitter_px]
+    (copy c from a generator seeded by (seed, c)); dark where the image moved away."""
+    out = [images]
+    for c in range(1, copies):
+        d = np.random.default_rng([seed, c]).integers(-jitter_px, jitter_px + 1, (len(images), 2))
+        moved = np.empty_like(images)
+        for i, (dx, dy) in enumerate(d):
+            moved[i] = _shift_int(_shift_int(images[i], int(dy), 0), int(dx), 1)
+        out.append(moved)
+    return np.concatenate(out)
+
+
 # ---------------------------------------------------------------------------- events
 
 def _noise(p: SaccadeParams, shape: tuple[int, int], indices: range) -> dict[int, tuple]:
