@@ -294,3 +294,13 @@ def test_digits_events_trains_and_runs_on_loihi_in_a_tiny_run(tmp_path, cache):
                                       "reference,loihi-emu", "--samples", "16", "--json"])
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.stdout)["targets"]) == {"reference", "loihi-emu"}
+    # counts are graded input: the float targets take them, Loihi refuses them with the fix
+    counted = tmp_path / "counted"
+    result = CliRunner().invoke(app, [*args[:4], str(counted), *args[5:],
+                                      "--set", "dataset.binarize=count"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["validate", str(counted), "--targets",
+                                      "reference,loihi-emu", "--samples", "16"])
+    assert result.exit_code == 2
+    assert "takes only 0/1 input spikes" in result.output
+    assert "bin events with dataset.binarize: clip" in result.output

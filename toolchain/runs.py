@@ -264,7 +264,8 @@ def check_inputs(graph: nir.NIRGraph, inputs: Inputs, targets: Sequence[str] = (
             raise DataError(f"target {spikes_only[0]} takes only 0/1 input spikes; {inputs.source} "
                             f"holds {x[idx]:g} at index {idx} ({int(analog.sum())} values are "
                             "not 0 or 1)", "pass binary spikes (encode with rate, latency or "
-                            "delta), or run on reference, snntorch or onnx")
+                            "delta; bin events with dataset.binarize: clip), or run on "
+                            "reference, snntorch or onnx")
     y = inputs.y
     if y is not None:
         out = program.shapes.get(program.output)
