@@ -21,6 +21,11 @@ to the network as they are.
   simulator.
 - ``nmnist-sim``: ``mnist-5k``'s 28x28 images in a 34x34 frame, as N-MNIST's recordings,
   through the saccade simulator.
+
+Real event datasets (``nmnist``, ``dvs-gesture``, ``shd``, ``ntidigits18``, ``pokerdvs``,
+``cifar10-dvs``, ``ncaltech101``) are read from a data directory through tonic's own classes
+(:mod:`spikeport.data.tonic_sets`, the optional extra ``spikeport[events]``) and binned with
+tonic's transforms (:mod:`spikeport.data.tonic_frames`); registering them imports no tonic.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ from tqdm import tqdm
 
 from spikeport.core.errors import ConfigError, DataError
 from spikeport.core.registry import Invalid, Registry
-from spikeport.data import events
+from spikeport.data import events, tonic_frames, tonic_sets
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,33 @@ def load_digits_events(p: EventDatasetParams) -> EventDataset:
 def load_nmnist_sim(p: EventDatasetParams) -> EventDataset:
     images = load_mnist_5k(p.test_fraction, p.split_seed)
     return _event_dataset("nmnist-sim", images, 34, 1, p)
+
+
+class TonicSplitParams(tonic_frames.TonicParams):
+    """A tonic dataset without an official split (CIFAR10-DVS, N-Caltech101): stratified."""
+
+    test_fraction: TestFraction = 0.2
+    split_seed: Seed = 0
+
+
+def _tonic_loader(name: str):
+    lay = tonic_sets.LAYOUTS[name]
+
+    def load(p: tonic_frames.TonicParams) -> EventDataset:
+        split = {"test_fraction": p.test_fraction, "split_seed": p.split_seed} \
+            if isinstance(p, TonicSplitParams) else {}
+        return EventDataset(name, *tonic_frames.load(name, p, stratified_split, **split))
+
+    load.__doc__ = f"{lay.title} from local files through tonic (docs/data.md)."
+    return load
+
+
+for _name, _lay in tonic_sets.LAYOUTS.items():
+    _w, _h, _pol = _lay.sensor
+    DATASETS.add(_name, _tonic_loader(_name),
+                 f"{_lay.title}, local files read through tonic ("
+                 + (f"{_w} channels" if _lay.audio else f"{_pol}x{_h}x{_w}") + ")",
+                 params=TonicSplitParams if "all" in _lay.parts else tonic_frames.TonicParams)
 
 
 def load_dataset(name: str, **options) -> Dataset:
