@@ -209,7 +209,8 @@ def labels_of(lay: ts.Layout, ds: Any) -> tuple[np.ndarray, int]:
 
 
 def recording_name(lay: ts.Layout, ds: Any, i: int) -> str:
-    item = ds.data[i] if isinstance(getattr(ds, "data", None), list) else None
+    data = getattr(ds, "data", None)  # file paths, arrays (POKER-DVS), [] or an h5 file
+    item = data[i] if isinstance(data, list) and i < len(data) else None
     if isinstance(item, str):
         return item
     if lay.name in ("shd", "ntidigits18"):
