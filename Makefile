@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# NeuroBench, only for the estimator's cross-check test; its declared dependencies
 	# (numba, tonic, torchaudio) are not needed for the metrics compared.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt neurobench==2.3.0
+	# The `events` extra (tonic is GPL-3.0-only; docs/data.md): tonic and importRosbag
+	# without their declared dependencies (librosa, numba, expelliarmus: unused here).
+	$(BIN)/python -m pip install --quiet -c constraints.txt aedat==2.3.0 requests==2.34.2
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt tonic==1.7.0 importRosbag==1.0.4
 	touch $(STAMP)
 
 # The Lava simulator needs its own Python 3.10 environment with lava-dl 0.6.0 and its

@@ -262,6 +262,15 @@ def test_event_datasets_work_where_tonic_cannot_be_imported(tmp_path):
         "ds = load_dataset('digits-events', saccade_us=20000, time_window_us=4000)\n"
         "assert ds.x_test.shape[1:] == (15, 2, 20, 20)\n"
         "import spikeport.cli, spikeport.training.loop, spikeport.runs\n"
+        # the CLI: listing (the tonic datasets are registered, not imported) and a
+        # non-event command
+        "from typer.testing import CliRunner\n"
+        "r = CliRunner().invoke(spikeport.cli.app, ['list', 'datasets'])\n"
+        "assert r.exit_code == 0 and 'nmnist ' in r.output and 'shd ' in r.output, r.output\n"
+        f"r = CliRunner().invoke(spikeport.cli.app, ['train', '--recipe', 'digits', '--out', "
+        f"{str(tmp_path / 'run')!r}, '--set', 'train.epochs=1', '--set', 'model.hidden=[8]', "
+        "'--no-progress', '--json'])\n"
+        "assert r.exit_code == 0, r.output\n"
         "print('ok')\n")
     env = {**os.environ, "SPIKEPORT_CACHE": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
