@@ -85,6 +85,29 @@ def user_errors(fn):
 DT_OPTION = typer.Option(None, "--dt", help="seconds per step of a .nir file that records no dt")
 WORKERS_OPTION = typer.Option(1, "--workers", help="sample shards to run at once (Lava: "
                               "simulator processes); same result for any number")
+EVENTS_OPTION = typer.Option(None, "--events", help="an event recording (.npy, .h5 or "
+                             ".aedat4), binned as the run's recipe says or by --bin-ms")
+BIN_MS_OPTION = typer.Option(None, "--bin-ms", help="milliseconds per step when binning --events "
+                             "(required with a .nir file; replaces a run's time window)")
+CROP_OPTION = typer.Option(None, "--crop", help="X,Y: bin only the --events in the window of the "
+                           "graph's input size whose top-left pixel is (X, Y)")
+
+
+def _inputs(input_file: Optional[Path], events: Optional[Path], bin_ms: Optional[float],
+            crop: Optional[str]):
+    """The ``input_file`` a command passes on: the --input .npz, or the --events recording
+    with its binning options."""
+    if events is None:
+        if bin_ms is not None or crop is not None:
+            raise SpikeportError(f"{'--bin-ms' if bin_ms is not None else '--crop'} bins an "
+                                 "event recording, but no --events was given",
+                                 "pass --events FILE, or drop the option")
+        return input_file
+    if input_file is not None:
+        raise SpikeportError("--events and --input both give the inputs", "pass one of them")
+    from spikeport.data.event_files import event_file
+
+    return event_file(events, bin_ms, crop)
 
 
 def _print_json(obj) -> None:
@@ -118,8 +141,11 @@ def train_cmd(
     force: bool = typer.Option(False, "--force", help="replace an existing run directory"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object with the results"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    nproc: int = typer.Option(1, "--nproc", help="train data-parallel in N local processes (gloo)"),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda where present"),
 ):
-    """Train a recipe and write a run directory (config, checkpoint, metrics)."""
+    """Train a recipe and write a run directory (config, checkpoint, metrics); under torchrun,
+    every rank trains its shard and rank 0 writes (docs/scaling.md)."""
     from spikeport.training.loop import train
 
     overrides = list(set_)
@@ -127,8 +153,10 @@ def train_cmd(
         overrides.append(f"train.epochs={epochs}")
     if seed is not None:
         overrides.append(f"train.seed={seed}")
-    _print_metrics(train(recipe, out, overrides, force=force,
-                         progress=progress and sys.stderr.isatty()), as_json)
+    result = train(recipe, out, overrides, force=force, progress=progress and sys.stderr.isatty(),
+                   nproc=nproc, device=device)
+    if result is not None:  # None: a torchrun rank other than 0, which writes nothing
+        _print_metrics(result, as_json)
 
 
 @app.command("evaluate")
@@ -207,6 +235,9 @@ def run_cmd(
     input_file: Optional[Path] = typer.Option(None, "--input", help=".npz with x (T, B, ...) and optional y"),
     samples: Optional[int] = typer.Option(None, help="use only the first N samples"),
     out: Optional[Path] = typer.Option(None, "--out", help="write every node's values to this .npz"),
+    events: Optional[Path] = EVENTS_OPTION,
+    bin_ms: Optional[float] = BIN_MS_OPTION,
+    crop: Optional[str] = CROP_OPTION,
     dt: Optional[float] = DT_OPTION,
     workers: int = WORKERS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -215,8 +246,8 @@ def run_cmd(
     from spikeport.deploy import run
 
     (name,) = _targets_option(target)
-    info = run(graph, name, input_file=input_file, samples=samples, out=out, dt=dt,
-               workers=workers).to_json()
+    info = run(graph, name, input_file=_inputs(input_file, events, bin_ms, crop),
+               samples=samples, out=out, dt=dt, workers=workers).to_json()
     if as_json:
         _print_json(info)
     else:
@@ -233,6 +264,9 @@ def validate_cmd(
     input_file: Optional[Path] = typer.Option(None, "--input", help=".npz with x (T, B, ...) and optional y"),
     allow_approximation: bool = typer.Option(
         False, "--allow-approximation", help="let Loihi targets apply documented lossy rewrites"),
+    events: Optional[Path] = EVENTS_OPTION,
+    bin_ms: Optional[float] = BIN_MS_OPTION,
+    crop: Optional[str] = CROP_OPTION,
     dt: Optional[float] = DT_OPTION,
     workers: int = WORKERS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -241,8 +275,8 @@ def validate_cmd(
     from spikeport.validation import validate
 
     result = validate(run_or_graph, _targets_option(targets), samples=samples,
-                      input_file=input_file, allow_approximation=allow_approximation, dt=dt,
-                      workers=workers)
+                      input_file=_inputs(input_file, events, bin_ms, crop),
+                      allow_approximation=allow_approximation, dt=dt, workers=workers)
     if as_json:
         _print_json(result.to_json())
         return
@@ -288,6 +322,9 @@ def estimate_cmd(
     plots: Optional[Path] = typer.Option(None, "--plots", help="write PNG plots into this directory"),
     allow_approximation: bool = typer.Option(False, "--allow-approximation",
                                              help="let Loihi targets apply documented lossy rewrites"),
+    events: Optional[Path] = EVENTS_OPTION,
+    bin_ms: Optional[float] = BIN_MS_OPTION,
+    crop: Optional[str] = CROP_OPTION,
     dt: Optional[float] = DT_OPTION,
     workers: int = WORKERS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -299,7 +336,7 @@ def estimate_cmd(
     if samples is not None and samples < 1:
         raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
     result = estimate(run_or_graph, name, profile=profile, cutoff=cutoff, epsilon=epsilon,
-                      samples=samples, input_file=input_file,
+                      samples=samples, input_file=_inputs(input_file, events, bin_ms, crop),
                       allow_approximation=allow_approximation, plots=plots, dt=dt,
                       workers=workers)
     if as_json:

@@ -280,11 +280,67 @@ def check_inputs(graph: nir.NIRGraph, inputs: Inputs, targets: Sequence[str] = (
     return Inputs(x, y, inputs.source)
 
 
+def _run_binning(run_dir: Path, bin_us: int | None) -> tuple[int, str, int]:
+    """(time window in us, binarize, steps) for event files fed to a run: its recipe's
+    binning and time_steps, the window replaced by ``--bin-ms`` when given."""
+    from spikeport.data.events import BinParams
+    from spikeport.training.recipes import load_run_config
+
+    cfg = load_run_config(transactions.open_run(run_dir))
+    if cfg.encoder.get("name") == "events":  # an event dataset: its recipe says how to bin
+        p = BinParams(**{k: cfg.dataset[k] for k in BinParams.model_fields if k in cfg.dataset})
+        return bin_us or p.time_window_us, p.binarize, cfg.time_steps
+    if bin_us is None:
+        raise ConfigError(f"the recipe of {run_dir} trains on {cfg.dataset['name']} images, so "
+                          "it does not say how to bin events", "pass --bin-ms MS")
+    return bin_us, "clip", cfg.time_steps
+
+
+def event_inputs(graph: nir.NIRGraph, spec, run_dir: Path | None = None,
+                 samples: int | None = None) -> Inputs:
+    """The recordings of an event file (:class:`spikeport.data.event_files.EventFile`)
+    binned into the graph's input: for a run as its recipe bins its dataset (its time
+    window, unless ``--bin-ms``; its binarize; its time_steps), for a bare graph in windows
+    of ``--bin-ms`` (required) over the longest recording, clipped to 0/1 spikes."""
+    from spikeport.data import event_files
+    from spikeport.ir.program import build_program
+
+    _check_samples(samples)
+    if run_dir is not None:
+        window, binarize, steps = _run_binning(run_dir, spec.bin_us)
+    elif spec.bin_us is None:
+        raise SpikeportError("a .nir graph has no recipe that says how to bin events",
+                             "pass --bin-ms MS, the time window of one step")
+    recs = event_files.read_events(spec.path)
+    if samples is not None:
+        recs = event_files.Recordings(recs.events[:samples], None if recs.labels is None
+                                      else recs.labels[:samples], recs.sensor, recs.source)
+    if run_dir is None:
+        window, binarize = spec.bin_us, "clip"
+        steps = event_files.recording_bins(recs, window)
+    x = event_files.bin_recordings(recs, build_program(graph).input_shape, window, steps,
+                                   binarize, spec.crop)
+    crop = "" if spec.crop is None else f", crop at x={spec.crop[0]}, y={spec.crop[1]}"
+    return Inputs(x, recs.labels, f"{spec.path} ({x.shape[1]} recordings, {steps} windows of "
+                  f"{window} us, {binarize}{crop})")
+
+
+def _file_inputs(graph: nir.NIRGraph, input_file, samples: int | None,
+                 run_dir: Path | None = None) -> Inputs:
+    from spikeport.data.event_files import EventFile
+
+    if isinstance(input_file, EventFile):
+        return event_inputs(graph, input_file, run_dir, samples)
+    return npz_inputs(input_file, samples)
+
+
 def resolve(run_or_graph: str | Path, input_file: str | Path | None = None,
             samples: int | None = None, targets: Sequence[str] = (), dt: float | None = None
             ) -> tuple[nir.NIRGraph, Inputs, Path | None]:
     """(graph, inputs, run_dir or None) for a RUN_OR_GRAPH argument, the inputs checked
     against the graph (:func:`check_inputs`; ``targets``: the targets they will run on).
+    ``input_file``: an ``.npz`` (:func:`npz_inputs`) or an event recording with its binning
+    (an :class:`~spikeport.data.event_files.EventFile`, :func:`event_inputs`).
     RUN/model.nir is written only once the inputs passed. ``dt``: see :func:`read_graph`."""
     _check_samples(samples)
     p = Path(run_or_graph)
@@ -294,11 +350,13 @@ def resolve(run_or_graph: str | Path, input_file: str | Path | None = None,
             raise SpikeportError("--dt is for a .nir file that records no dt; a run's dt comes "
                                  "from its recipe", "drop --dt")
         graph, path = export_run_graph(p, write=False)
-        inputs = npz_inputs(input_file, samples) if input_file else run_inputs(p, samples)
+        inputs = (_file_inputs(graph, input_file, samples, p) if input_file
+                  else run_inputs(p, samples))
         inputs = check_inputs(graph, inputs, targets)
         write_run_graph(graph, path)
         return graph, inputs, p
     graph = read_graph(p, dt)
     if input_file is None:
-        raise SpikeportError(f"{p} is a graph without data", "pass --input FILE.npz with x (T, B, ...)")
-    return graph, check_inputs(graph, npz_inputs(input_file, samples), targets), None
+        raise SpikeportError(f"{p} is a graph without data", "pass --input FILE.npz with x "
+                             "(T, B, ...), or --events FILE with --bin-ms")
+    return graph, check_inputs(graph, _file_inputs(graph, input_file, samples), targets), None
