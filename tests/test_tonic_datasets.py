@@ -11,10 +11,12 @@ than weakening the check, so the layout tonic really accepts is the one tested; 
 tonic rejected would make it try, and fail without network.
 """
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
+import flatbuffers
 import h5py
 import numpy as np
 import pytest
@@ -331,6 +333,84 @@ def test_pokerdvs_cannot_be_fetched_and_says_where_the_files_go(tmp_path):
     assert "tonic 1.7.0 cannot download POKER-DVS" in text
     assert f"put POKER-DVS's files in {tmp_path / 'POKERDVS'}/" in text
     assert "pips_train.tar.gz and pips_train/**/*.npy (at least 20 files)" in text
+
+
+# ---------------------------------------------------------------- CIFAR10-DVS
+
+AEDAT4_DESCRIPTION = (
+    '<dv version="2.0"><node name="outInfo" path="/mainloop/Recorder/outInfo/">'
+    '<node name="0" path="/mainloop/Recorder/outInfo/0/">'
+    '<attr key="compression" type="string">NONE</attr>'
+    '<attr key="typeIdentifier" type="string">EVTS</attr>'
+    '<node name="info" path="/mainloop/Recorder/outInfo/0/info/">'
+    '<attr key="sizeX" type="int">128</attr><attr key="sizeY" type="int">128</attr>'
+    '</node></node></node></dv>')
+
+
+def write_aedat4(path: Path, ev: dict) -> None:
+    """An uncompressed AEDAT 4 file with one event stream, as the aedat decoder reads it
+    (aedat's flatbuffers/ioheader.fbs and events.fbs, src/aedat_core.rs): the magic line,
+    the u32 length and flatbuffer of the IOHeader (compression None, an XML description of
+    stream 0 of type EVTS), then one packet: u32 stream id, u32 length, a size-prefixed
+    EventPacket flatbuffer (identifier EVTS) of structs {t: int64, x, y: int16, on: bool}."""
+    b = flatbuffers.Builder(1024)
+    description = b.CreateString(AEDAT4_DESCRIPTION)
+    b.StartObject(3)
+    b.PrependUOffsetTRelativeSlot(2, description, 0)
+    b.PrependInt32Slot(0, 0, 0)  # compression: None
+    b.Finish(b.EndObject())
+    header = bytes(b.Output())
+    b = flatbuffers.Builder(1024)
+    b.StartVector(16, len(ev["t"]), 8)
+    for i in reversed(range(len(ev["t"]))):  # a struct is built back to front, 16 bytes
+        b.Prep(8, 16)
+        b.Pad(3)
+        b.PrependBool(bool(ev["p"][i]))
+        b.PrependInt16(int(ev["y"][i]))
+        b.PrependInt16(int(ev["x"][i]))
+        b.PrependInt64(int(ev["t"][i]))
+    elements = b.EndVector()
+    b.StartObject(1)
+    b.PrependUOffsetTRelativeSlot(0, elements, 0)
+    b.FinishSizePrefixed(b.EndObject(), file_identifier=b"EVTS")
+    packet = bytes(b.Output())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"#!AER-DAT4.0\r\n" + struct.pack("<I", len(header)) + header
+                     + struct.pack("<II", 0, len(packet)) + packet)
+
+
+def test_cifar10_dvs_aedat4_through_tonic_and_aedat(tmp_path):
+    home = tmp_path / "CIFAR10DVS"
+    touch(home / "CIFAR10DVS.zip")
+    written = {}
+    for cls in ("airplane", "cat"):
+        for k in range(3):
+            ev = camera_events(80, 128, 128, 1_200_000)
+            ev["t"] += 1_600_000_000_000_000  # absolute timestamps, as recorded
+            write_aedat4(home / cls / f"cifar10_{cls}_{k}.aedat4", ev)
+            written[str(home / cls / f"cifar10_{cls}_{k}.aedat4")] = (cls, ev)
+    one = tmp_path / "one.aedat4"
+    write_aedat4(one, camera_events(1, 128, 128, 10))
+    fill(home / "truck", 1_000 - 6, ".aedat4", one)
+    ds = tonic_sets.open_split("cifar10-dvs", tmp_path, "all")
+    for path, (cls, ev) in written.items():
+        got, label = ds[ds.data.index(path)]
+        assert label == {"airplane": 0, "cat": 3}[cls]
+        assert_events(got, ev)
+    data = load_dataset("cifar10-dvs", data_dir=str(tmp_path), max_per_class=2,
+                        test_fraction=0.34)
+    assert data.x_test.shape[1:] == (13, 2, 128, 128) and data.n_classes == 10
+    assert sorted(data.y_test) == [0, 3, 9, 9]
+    for j in np.flatnonzero(data.y_test < 9):
+        assert any(np.array_equal(data.x_test[j], frames_by_time(ev, (128, 128, 2), 100_000, 13))
+                   for cls, ev in written.values())
+    # a broken file: one line naming it
+    bad = next(iter(written))
+    Path(bad).write_bytes(b"#!AER-DAT4.0\r\n" + b"\x07" * 40)
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10-dvs", data_dir=str(tmp_path), max_per_class=3, test_fraction=0.34)
+    assert f"dataset 'cifar10-dvs': {bad} cannot be read" in str(e.value)
+    assert "\n" not in str(e.value)
 
 
 # ---------------------------------------------------------------- N-Caltech101
