@@ -337,6 +337,26 @@ def test_pokerdvs_cannot_be_fetched_and_says_where_the_files_go(tmp_path):
 
 # ---------------------------------------------------------------- CIFAR10-DVS
 
+def single_set(home: Path, archive: str, folder: Path, classes, per_class: int, suffix: str,
+               write, recording, filler: tuple[str, int]) -> dict:
+    """A dataset without an official split: ``per_class`` recordings per class in
+    folder/<class>/, then hard links to one tiny recording in folder/<filler class>/ up to
+    the total tonic's check wants. Returns {path: (class, events)} of the real ones."""
+    touch(home / archive)
+    written = {}
+    for cls in classes:
+        for k in range(per_class):
+            path = folder / cls / f"{cls}_{k:04d}{suffix}"
+            ev = recording()
+            write(path, ev)
+            written[str(path)] = (cls, ev)
+    one = home.parent / f"one{suffix}"
+    write(one, {k: v[:1] for k, v in recording().items()})
+    fill(folder / filler[0], filler[1] - len(written), suffix, one)
+    return written
+
+
+
 AEDAT4_DESCRIPTION = (
     '<dv version="2.0"><node name="outInfo" path="/mainloop/Recorder/outInfo/">'
     '<node name="0" path="/mainloop/Recorder/outInfo/0/">'
@@ -381,17 +401,13 @@ def write_aedat4(path: Path, ev: dict) -> None:
 
 def test_cifar10_dvs_aedat4_through_tonic_and_aedat(tmp_path):
     home = tmp_path / "CIFAR10DVS"
-    touch(home / "CIFAR10DVS.zip")
-    written = {}
-    for cls in ("airplane", "cat"):
-        for k in range(3):
-            ev = camera_events(80, 128, 128, 1_200_000)
-            ev["t"] += 1_600_000_000_000_000  # absolute timestamps, as recorded
-            write_aedat4(home / cls / f"cifar10_{cls}_{k}.aedat4", ev)
-            written[str(home / cls / f"cifar10_{cls}_{k}.aedat4")] = (cls, ev)
-    one = tmp_path / "one.aedat4"
-    write_aedat4(one, camera_events(1, 128, 128, 10))
-    fill(home / "truck", 1_000 - 6, ".aedat4", one)
+
+    def recording() -> dict:
+        ev = camera_events(80, 128, 128, 1_200_000)
+        ev["t"] += 1_600_000_000_000_000  # absolute timestamps, as recorded
+        return ev
+    written = single_set(home, "CIFAR10DVS.zip", home, ("airplane", "cat"), 3, ".aedat4",
+                         write_aedat4, recording, ("truck", 1_000))
     ds = tonic_sets.open_split("cifar10-dvs", tmp_path, "all")
     for path, (cls, ev) in written.items():
         got, label = ds[ds.data.index(path)]
@@ -417,22 +433,18 @@ def test_cifar10_dvs_aedat4_through_tonic_and_aedat(tmp_path):
 
 def test_ncaltech101_single_set_split_and_shifted(tmp_path):
     home = tmp_path / "NCALTECH101"
-    touch(home / "N-Caltech101-archive.zip")
-    written = {}
-    for cls in ("accordion", "airplanes"):
-        for k in range(4):
-            ev = camera_events(60, 200, 150, 300_000)
-            ev["x"] += 5  # tonic moves every recording to the origin
-            path = home / "Caltech101" / cls / f"image_{k:04d}.bin"
-            write_bin(path, ev)
-            written[str(path)] = ev
-    one = tmp_path / "one.bin"
-    write_bin(one, camera_events(1, 10, 10, 100))
-    fill(home / "Caltech101" / "zebra", 8_709 - 8, ".bin", one)
+
+    def recording() -> dict:
+        ev = camera_events(60, 200, 150, 300_000)
+        ev["x"] += 5  # tonic moves every recording to the origin
+        return ev
+    written = single_set(home, "N-Caltech101-archive.zip", home / "Caltech101",
+                         ("accordion", "airplanes"), 4, ".bin", write_bin, recording,
+                         ("zebra", 8_709))
     ds = tonic_sets.open_split("ncaltech101", tmp_path, "all")
-    path = str(home / "Caltech101" / "airplanes" / "image_0002.bin")
+    path = str(home / "Caltech101" / "airplanes" / "airplanes_0002.bin")
     got, label = ds[ds.data.index(path)]
-    ev = written[path]
+    ev = written[path][1]
     assert label == "airplanes"
     assert_events(got, {**ev, "x": ev["x"] - ev["x"].min(), "y": ev["y"] - ev["y"].min()})
     data = load_dataset("ncaltech101", data_dir=str(tmp_path), max_per_class=3,
