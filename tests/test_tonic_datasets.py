@@ -11,12 +11,10 @@ than weakening the check, so the layout tonic really accepts is the one tested; 
 tonic rejected would make it try, and fail without network.
 """
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
-import flatbuffers
 import h5py
 import numpy as np
 import pytest
@@ -24,6 +22,7 @@ import pytest
 from spikeport.core.errors import ConfigError, DataError
 from spikeport.data import tonic_frames, tonic_sets
 from spikeport.data.datasets import load_dataset
+from tests.tonic_formats import write_aedat4, write_bin, write_shd
 
 RNG = np.random.default_rng(0)
 
@@ -36,21 +35,11 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "events"
 
 
-# ---------------------------------------------------------------- writers of tonic's formats
+# ---------------------------------------------------------------- helpers
 
 def camera_events(n: int, w: int, h: int, duration_us: int) -> dict[str, np.ndarray]:
     return {"x": RNG.integers(0, w, n), "y": RNG.integers(0, h, n),
             "t": np.sort(RNG.integers(0, duration_us, n)), "p": RNG.integers(0, 2, n)}
-
-
-def write_bin(path: Path, ev: dict) -> None:
-    """N-MNIST's 40-bit events (garrickorchard.com/datasets/n-mnist): byte 0 x, byte 1 y,
-    bit 7 of byte 2 the polarity, the other 23 bits the timestamp in us, big-endian."""
-    t = ev["t"].astype(np.int64)
-    raw = np.stack([ev["x"], ev["y"], (ev["p"] << 7) | ((t >> 16) & 0x7F), (t >> 8) & 0xFF,
-                    t & 0xFF], axis=1).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(raw.tobytes())
 
 
 def fill(folder: Path, n: int, suffix: str, source: Path) -> None:
@@ -213,21 +202,6 @@ def test_dvs_gesture_npy_with_crop_and_downsample(tmp_path):
 
 # ---------------------------------------------------------------- SHD and N-TIDIGITS18
 
-def write_shd(path: Path, recordings: list[tuple[np.ndarray, np.ndarray]], labels) -> None:
-    """The Heidelberg datasets' h5 layout (Cramer et al. 2020): spikes/times (s) and
-    spikes/units as ragged arrays, labels, extra/keys and extra/speaker."""
-    with h5py.File(path, "w") as f:
-        times = f.create_dataset("spikes/times", (len(recordings),),
-                                 dtype=h5py.vlen_dtype(np.float32))
-        units = f.create_dataset("spikes/units", (len(recordings),),
-                                 dtype=h5py.vlen_dtype(np.uint16))
-        for i, (t, u) in enumerate(recordings):
-            times[i], units[i] = t, u
-        f["labels"] = np.asarray(labels, np.uint16)
-        f["extra/keys"] = np.array([b"zero", b"one"])
-        f["extra/speaker"] = np.zeros(len(recordings), np.uint16)
-
-
 def audio_events(n: int, channels: int, duration_us: int) -> tuple[np.ndarray, np.ndarray]:
     t_us = np.sort(RNG.choice(duration_us // 1000, n, replace=False)) * 1000
     return t_us, RNG.integers(0, channels, n)
@@ -355,48 +329,6 @@ def single_set(home: Path, archive: str, folder: Path, classes, per_class: int, 
     fill(folder / filler[0], filler[1] - len(written), suffix, one)
     return written
 
-
-
-AEDAT4_DESCRIPTION = (
-    '<dv version="2.0"><node name="outInfo" path="/mainloop/Recorder/outInfo/">'
-    '<node name="0" path="/mainloop/Recorder/outInfo/0/">'
-    '<attr key="compression" type="string">NONE</attr>'
-    '<attr key="typeIdentifier" type="string">EVTS</attr>'
-    '<node name="info" path="/mainloop/Recorder/outInfo/0/info/">'
-    '<attr key="sizeX" type="int">128</attr><attr key="sizeY" type="int">128</attr>'
-    '</node></node></node></dv>')
-
-
-def write_aedat4(path: Path, ev: dict) -> None:
-    """An uncompressed AEDAT 4 file with one event stream, as the aedat decoder reads it
-    (aedat's flatbuffers/ioheader.fbs and events.fbs, src/aedat_core.rs): the magic line,
-    the u32 length and flatbuffer of the IOHeader (compression None, an XML description of
-    stream 0 of type EVTS), then one packet: u32 stream id, u32 length, a size-prefixed
-    EventPacket flatbuffer (identifier EVTS) of structs {t: int64, x, y: int16, on: bool}."""
-    b = flatbuffers.Builder(1024)
-    description = b.CreateString(AEDAT4_DESCRIPTION)
-    b.StartObject(3)
-    b.PrependUOffsetTRelativeSlot(2, description, 0)
-    b.PrependInt32Slot(0, 0, 0)  # compression: None
-    b.Finish(b.EndObject())
-    header = bytes(b.Output())
-    b = flatbuffers.Builder(1024)
-    b.StartVector(16, len(ev["t"]), 8)
-    for i in reversed(range(len(ev["t"]))):  # a struct is built back to front, 16 bytes
-        b.Prep(8, 16)
-        b.Pad(3)
-        b.PrependBool(bool(ev["p"][i]))
-        b.PrependInt16(int(ev["y"][i]))
-        b.PrependInt16(int(ev["x"][i]))
-        b.PrependInt64(int(ev["t"][i]))
-    elements = b.EndVector()
-    b.StartObject(1)
-    b.PrependUOffsetTRelativeSlot(0, elements, 0)
-    b.FinishSizePrefixed(b.EndObject(), file_identifier=b"EVTS")
-    packet = bytes(b.Output())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"#!AER-DAT4.0\r\n" + struct.pack("<I", len(header)) + header
-                     + struct.pack("<II", 0, len(packet)) + packet)
 
 
 def test_cifar10_dvs_aedat4_through_tonic_and_aedat(tmp_path):
