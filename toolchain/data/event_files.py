@@ -12,7 +12,7 @@ t in microseconds, p with 1 = ON) without importing tonic (GPL-3.0-only, an opti
   (channel), each either one array (one recording) or variable-length arrays (one per
   recording), and optionally ``labels`` (one class per recording). Read as tonic's SHD
   reader does (tonic/datasets/hsd.py, tonic 1.7.0): x = unit, polarity 1, t = seconds x 1e6
-  truncated to whole microseconds.
+  in the stored precision, truncated to whole microseconds.
 - ``.aedat4`` (iniVation DV) through the ``aedat`` package (MIT), imported only here:
   the packets of the file's event stream, fields t (microseconds since the Unix epoch), x,
   y, on. AEDAT 4 times are absolute, so t is counted from the recording's first event; the
@@ -181,7 +181,9 @@ def _shd_recording(times: np.ndarray, units: np.ndarray, where: str) -> np.ndarr
         raise DataError(f"{where}: spikes/times holds NaN or infinity", H5_FIX)
     ev = np.zeros(len(times), dtype=[("x", "<i8"), ("t", "<i8"), ("p", "<i8")])
     ev["x"], ev["p"] = units, 1
-    ev["t"] = (times.astype(np.float64) * 1e6).astype(np.int64)  # as tonic's SHD reader
+    # as tonic's SHD reader: seconds x 1e6 in the stored precision, truncated (float16 is
+    # widened to float32 first, where 1e6 would overflow)
+    ev["t"] = (times.astype(np.promote_types(times.dtype, np.float32)) * 1e6).astype(np.int64)
     return tonic_events(ev, where)
 
 
