@@ -215,12 +215,12 @@ def _construct(lay: Layout, root: Path, split: str) -> Any:
 def corrupt(lay: Layout, root: Path, what: Path | str, err: BaseException) -> DataError:
     """One line naming the file (or recording) tonic could not read."""
     detail = (str(err).splitlines() or [""])[0][:200]
-    again = f"`spikeport data fetch {lay.name}` again" if lay.downloadable else \
-        "the original archive again"
+    again = f", or delete the folder and run `spikeport data fetch {lay.name}`" \
+        if lay.downloadable else ""
     return DataError(f"dataset {lay.name!r}: {what} cannot be read "
                      f"({type(err).__name__}: {detail})",
-                     f"replace it with an intact copy (extract it from {lay.title}'s archive "
-                     f"in {root / lay.cls}, or run {again})")
+                     f"replace it with an intact copy from {lay.title}'s original archive in "
+                     f"{root / lay.cls}{again}")
 
 
 def open_split(name: str, root: str | Path | None, split: str) -> Any:
