@@ -13,13 +13,17 @@ stochastic encoder (rate) is repeatable and ``spikeport evaluate`` reproduces
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from spikeport.models.architectures import build_model, model_size
@@ -28,9 +32,10 @@ from spikeport.core import budget, io, transactions
 from spikeport.training.recipes import RunConfig, load_recipe, load_run_config
 from spikeport.data.datasets import Dataset, load_dataset
 from spikeport.data.encoders import make_encoder
-from spikeport.core.errors import CheckpointError, ConfigError
+from spikeport.core.errors import CheckpointError, ConfigError, SpikeportError
 from spikeport.core.recording import predict
 from spikeport.core import interrupts
+from spikeport.training import distributed
 from spikeport.training.losses import LayerTrace, Regularizer, make_loss, make_regularizer
 from spikeport.training.scores import HiddenUsage, classification_metrics, require_finite
 
@@ -98,16 +103,18 @@ def _optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
     return make_optimizer(cfg.optimizer["name"], params, **cfg.params("optimizer"))
 
 
-def batch_loss(c: Components, x: torch.Tensor, y: torch.Tensor
+def batch_loss(c: Components, x: torch.Tensor, y: torch.Tensor, forward=None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(output spikes, loss, regulariser term) of one training batch: the task loss plus,
     with a regulariser, alpha times its term on every spiking layer's spikes and membranes
-    (recorded attached to the graph)."""
+    (recorded attached to the graph). ``forward``: the module to call (the model wrapped in
+    DistributedDataParallel when training data-parallel), ``c.model`` by default."""
+    forward = c.model if forward is None else forward
     if c.regularizer is None:
-        spikes = c.model(x)  # (T, B, classes)
+        spikes = forward(x)  # (T, B, classes)
         return spikes, c.loss(spikes, y), None
     with record(c.model, membranes=True, detach=False) as rec:
-        spikes = c.model(x)
+        spikes = forward(x)
     populations = c.model.neuron_layers()  # the last one's spikes are the output
     traces = [LayerTrace(rec[name], rec.membranes[name], neuron.threshold.detach(),
                          output=i == len(populations) - 1)
@@ -116,53 +123,88 @@ def batch_loss(c: Components, x: torch.Tensor, y: torch.Tensor
     return spikes, c.loss(spikes, y) + c.regularizer.alpha * term, term
 
 
-def fit(c: Components, progress: bool = True) -> list[dict]:
-    """Train ``c.model`` in place; returns per-epoch training loss (with the regulariser's
-    share, whose mean term is logged as ``regularizer``) and accuracy."""
-    cfg, ds, T = c.config, c.dataset, c.config.time_steps
-    gen = torch.Generator().manual_seed(cfg.train["seed"])
-    opt = _optimizer(cfg, c.model.parameters())
-    epochs, bs = cfg.train["epochs"], cfg.train["batch_size"]
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    x_all = torch.from_numpy(ds.x_train)
-    y_all = torch.from_numpy(ds.y_train)
-    n = len(y_all)
+@dataclass
+class _Epoch:
+    """What one epoch of :func:`fit` needs besides the components."""
+    forward: torch.nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    shard: distributed.Shard
+    device: torch.device
+    sampler: DistributedSampler | None
+
+
+def _order(c: Components, e: _Epoch, epoch: int, n: int) -> tuple[torch.Tensor, int]:
+    """This rank's sample order for an epoch and its batch size. One process: a permutation
+    from the training generator, the recipe's batch size. N ranks: the DistributedSampler's
+    shard (padded to equal length), and the batch size split between the ranks (rounded up)
+    so that one step still averages about ``batch_size`` samples."""
+    bs = c.config.train["batch_size"]
+    if e.sampler is None:
+        return torch.randperm(n, generator=e.gen), bs
+    e.sampler.set_epoch(epoch)
+    return torch.tensor(list(e.sampler), dtype=torch.long), -(-bs // e.shard.world)
+
+
+def _epoch(c: Components, e: _Epoch, epoch: int, x_all, y_all, progress: bool) -> dict:
+    cfg, T, epochs = c.config, c.config.time_steps, c.config.train["epochs"]
+    c.model.train()
+    order, bs = _order(c, e, epoch, len(y_all))
+    total_loss, total_reg, correct, seen = 0.0, 0.0, 0, 0
+    bar = tqdm(range(0, len(order), bs), desc=f"epoch {epoch + 1}/{epochs}",
+               disable=not progress, leave=False, unit="batch")
+    for batch, start in enumerate(bar):
+        interrupts.check()  # Ctrl-C stops here, between batches (train_run)
+        idx = order[start:start + bs]
+        x = c.encoder(x_all[idx], T, e.gen).to(e.device)  # (T, B, C, H, W)
+        y = y_all[idx].to(e.device)
+        spikes, loss, term = batch_loss(c, x, y, e.forward)
+        sums = distributed.sum_across(
+            [loss.item() * len(idx), 0.0 if term is None else term.item() * len(idx),
+             (predict(spikes) == y).sum().item(), len(idx)], e.device)  # every rank agrees
+        if not math.isfinite(sums[0]):
+            _diverged(cfg, f"the loss is {sums[0] / sums[3]} at epoch {epoch + 1}, batch "
+                           f"{batch + 1} of {math.ceil(len(order) / bs)}")
+        e.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        e.opt.step()
+        total_loss, total_reg = total_loss + sums[0], total_reg + sums[1]
+        correct, seen = correct + int(sums[2]), seen + int(sums[3])
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+    return {"epoch": epoch + 1, "loss": total_loss / seen, "accuracy": correct / seen,
+            **({"regularizer": total_reg / seen} if c.regularizer else {})}
+
+
+def fit(c: Components, progress: bool = True, device: torch.device | str = "cpu") -> list[dict]:
+    """Train ``c.model`` in place on ``device``; returns per-epoch training loss (with the
+    regulariser's share, whose mean term is logged as ``regularizer``) and accuracy, summed
+    over all ranks when training data-parallel (:mod:`spikeport.training.distributed`)."""
+    cfg, shard, device = c.config, distributed.current(), torch.device(device)
+    c.model.to(device)
+    gen = torch.Generator().manual_seed(shard.seed(cfg.train["seed"]))
+    forward, sampler = c.model, None
+    if shard.world > 1:
+        forward = DistributedDataParallel(c.model, device_ids=None if device.type == "cpu"
+                                          else [device])
+        sampler = DistributedSampler(range(len(c.dataset.y_train)), num_replicas=shard.world,
+                                     rank=shard.rank, shuffle=True, seed=cfg.train["seed"])
+    e = _Epoch(forward, _optimizer(cfg, c.model.parameters()), gen, shard, device, sampler)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(e.opt, T_max=cfg.train["epochs"])
+    x_all, y_all = torch.from_numpy(c.dataset.x_train), torch.from_numpy(c.dataset.y_train)
     history = []
-    for epoch in range(epochs):
-        c.model.train()
-        order = torch.randperm(n, generator=gen)
-        total_loss, total_reg, correct, seen = 0.0, 0.0, 0, 0
-        bar = tqdm(range(0, n, bs), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
-                   leave=False, unit="batch")
-        for batch, start in enumerate(bar):
-            interrupts.check()  # Ctrl-C stops here, between batches (train_run)
-            idx = order[start:start + bs]
-            x = c.encoder(x_all[idx], T, gen)  # (T, B, C, H, W)
-            y = y_all[idx]
-            spikes, loss, term = batch_loss(c, x, y)
-            value = loss.item()
-            if not math.isfinite(value):
-                _diverged(cfg, f"the loss is {value} at epoch {epoch + 1}, batch {batch + 1} "
-                               f"of {math.ceil(n / bs)}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total_loss += value * len(idx)
-            total_reg += 0.0 if term is None else term.item() * len(idx)
-            correct += (predict(spikes) == y).sum().item()
-            seen += len(idx)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+    for epoch in range(cfg.train["epochs"]):
+        row = _epoch(c, e, epoch, x_all, y_all, progress)
         sched.step()
         bad = next((name for name, p in c.model.named_parameters()
                     if not bool(torch.isfinite(p).all())), None)
         if bad is not None:
             _diverged(cfg, f"parameter {bad} is not finite after epoch {epoch + 1}")
-        history.append({"epoch": epoch + 1, "loss": total_loss / seen, "accuracy": correct / seen,
-                        **({"regularizer": total_reg / seen} if c.regularizer else {})})
-        log.info("epoch %d: loss %.4f accuracy %.4f", epoch + 1, total_loss / seen, correct / seen)
+        history.append(row)
+        log.info("epoch %d: loss %.4f accuracy %.4f", epoch + 1, row["loss"], row["accuracy"])
         if progress:
-            tqdm.write(f"epoch {epoch + 1}/{epochs}  loss {total_loss / seen:.4f}  "
-                       f"train accuracy {correct / seen:.4f}")
+            tqdm.write(f"epoch {epoch + 1}/{cfg.train['epochs']}  loss {row['loss']:.4f}  "
+                       f"train accuracy {row['accuracy']:.4f}")
+    c.model.to("cpu")
     return history
 
 
@@ -227,42 +269,91 @@ class Evaluation:
 @dataclass
 class TrainResult(Evaluation):
     """:class:`Evaluation` of the freshly trained model, with the per-epoch history
-    (``loss``, ``train_accuracy``) that ``metrics.json`` also records."""
+    (``loss``, ``train_accuracy``) that ``metrics.json`` also records; after data-parallel
+    training, ``ranks``: each rank's weight digest (identical replicas have equal ones)."""
     train_history: list[dict] = field(default_factory=list)
+    ranks: list[dict] | None = None
+
+    def summary(self) -> dict:
+        out = super().summary()
+        if self.ranks is not None:
+            out["ranks"] = self.ranks
+        return out
 
 
 def train_run(cfg: RunConfig, out: str | Path, force: bool = False,
-              progress: bool = True) -> TrainResult:
-    """Train ``cfg`` and write the run directory ``out`` (config, checkpoint, metrics) in one
-    commit; an existing directory is replaced only with ``force``.
+              progress: bool = True, device: str = "cpu") -> TrainResult | None:
+    """Train ``cfg`` on ``device`` and write the run directory ``out`` (config, checkpoint,
+    metrics) in one commit; an existing directory is replaced only with ``force``.
 
     ``out`` is claimed for the whole run (:func:`spikeport.core.transactions.claim`): a second train to
     the same directory fails at once. Ctrl-C stops training at the end of the current batch
     (a second one at once), never inside a torch operation, and leaves any old run as it was.
+
+    Inside a process group (``torchrun``, or ``--nproc`` through :func:`train`) every rank
+    trains its shard; rank 0 alone claims, evaluates and writes, and returns the result
+    (with ``ranks``: each rank's weight digest), the other ranks return None.
     """
+    dev = distributed.check_device(device)
+    shard = distributed.init_from_env(dev)
+    dev = distributed.rank_device(dev, shard)
     c = build_components(cfg, training=True)  # every config error surfaces here, before any write
-    with transactions.claim(out):
-        out = io.check_output_dir(out, force)
+    with contextlib.ExitStack() as stack:
+        error = None
+        if shard.main:
+            try:
+                stack.enter_context(transactions.claim(out))
+                out = io.check_output_dir(out, force)
+            except SpikeportError as e:
+                error = e
+        if shard.world > 1:
+            distributed.agree(error)
+        elif error is not None:
+            raise error
         with interrupts.deferred():
-            history = fit(c, progress=progress)
+            history = fit(c, progress=progress and shard.main, device=dev)
+            digests = distributed.gather(distributed.weights_digest(c.model))
+            if not shard.main:
+                return None
             metrics = evaluate(c, progress=progress)
             metrics["train_history"] = history
+            if shard.world > 1:
+                metrics["ranks"] = [{"rank": r, "weights_sha256": d} for r, d in enumerate(digests)]
             require_finite(metrics, "training's figures")
-            with transactions.StagedDir(out) as stage:
-                io.write_text(stage.path / io.CONFIG_FILE, cfg.to_yaml())
-                io.save_checkpoint(stage.path / io.CHECKPOINT_FILE, c.model.state_dict(),
-                                   {"arch": cfg.model["arch"], "recipe": cfg.name})
-                io.write_json(stage.path / io.METRICS_FILE, metrics)
-                interrupts.check()  # the last moment to stop without replacing anything
+            _write_run(cfg, c.model, out, metrics)
     return TrainResult(run_dir=str(out), **metrics)
 
 
+def _write_run(cfg: RunConfig, model: torch.nn.Module, out: Path, metrics: dict) -> None:
+    with transactions.StagedDir(out) as stage:
+        io.write_text(stage.path / io.CONFIG_FILE, cfg.to_yaml())
+        io.save_checkpoint(stage.path / io.CHECKPOINT_FILE, model.state_dict(),
+                           {"arch": cfg.model["arch"], "recipe": cfg.name})
+        io.write_json(stage.path / io.METRICS_FILE, metrics)
+        interrupts.check()  # the last moment to stop without replacing anything
+
+
 def train(recipe: str | Path | RunConfig, out: str | Path, overrides: list[str] | tuple = (),
-          force: bool = False, progress: bool = False) -> TrainResult:
+          force: bool = False, progress: bool = False, nproc: int = 1,
+          device: str = "cpu") -> TrainResult | None:
     """Train a recipe (a built-in name, a YAML path or a :class:`RunConfig`) with ``key=value``
-    overrides into the run directory ``out``."""
+    overrides into the run directory ``out`` on ``device``; ``nproc`` > 1 trains
+    data-parallel in that many local processes (:mod:`spikeport.training.distributed`)."""
     cfg = recipe if isinstance(recipe, RunConfig) else load_recipe(str(recipe), list(overrides))
-    return train_run(cfg, out, force=force, progress=progress)
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ConfigError(f"--nproc must be a positive whole number, not {nproc!r}",
+                          "use --nproc 1 (one process) or --nproc 2 on two cores")
+    if nproc == 1:
+        return train_run(cfg, out, force=force, progress=progress, device=device)
+    if distributed.check_device(device).type != "cpu":
+        raise ConfigError("--nproc starts local CPU processes (gloo)",
+                          "use torchrun --nproc-per-node N for several CUDA devices "
+                          "(docs/scaling.md)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--nproc inside torchrun would start processes twice",
+                          "drop --nproc: torchrun already starts one process per rank")
+    io.check_output_dir(out, force)  # fail before starting any process
+    return distributed.spawn(nproc, train_run, cfg, out, force, progress, device)
 
 
 def load_run(run_dir: str | Path) -> Components:
