@@ -303,3 +303,45 @@ def test_event_options_misused_on_the_command_line_are_one_line_errors(event_run
     invoke("export", event_run, "--to", "nir")
     assert_user_error(invoke("run", event_run / "model.nir", "--events", npy, "--crop", "70,218"),
                       "no recipe that says how to bin events", "--bin-ms")
+
+
+# ---------------------------------------------------------------- the binning benchmark
+
+
+def test_the_binning_benchmark_reads_back_from_the_cache_the_frames_it_binned(tmp_path,
+                                                                             monkeypatch):
+    """spikeport.bench.binning_passes at a small size: the cache file holds what binning the
+    synthetic recordings afresh gives, and the second pass builds nothing."""
+    from spikeport import bench
+    from spikeport.data.events import to_frames
+
+    monkeypatch.setenv("SPIKEPORT_CACHE", str(tmp_path))
+    r = bench.binning_passes(300, events_per_recording=400, duration_us=30_000, size=8,
+                             time_window_us=5_000, seed=3)
+    assert r["second_pass_built_nothing"] and r["second_pass_identical"]
+    (cache_file,) = (tmp_path / "events").glob("*.npy")
+    recs = bench.synthetic_events(0, 300, 400, 30_000, 8, seed=3)
+    assert all(300 <= len(e) <= 500 and (np.diff(e["t"]) >= 0).all() for e in recs)
+    fresh = np.stack([to_frames(e, (8, 8), 5_000, 6, "clip") for e in recs])
+    np.testing.assert_array_equal(np.load(cache_file), fresh)
+    assert r["spikes"] == int(np.count_nonzero(fresh)) > 0
+    assert r["first_pass_seconds"] > 0 and r["second_pass_seconds"] > 0
+    assert r["peak_anon_rss_bytes"] > 0 and r["cache_bytes"] == fresh.size
+    # another seed is another set, in another cache file
+    bench.binning_passes(300, events_per_recording=400, duration_us=30_000, size=8,
+                         time_window_us=5_000, seed=4)
+    assert len(list((tmp_path / "events").glob("*.npy"))) == 2
+
+
+def test_bench_binning_runs_in_its_own_process_and_removes_its_cache():
+    import glob
+    import tempfile
+
+    from spikeport import bench
+
+    pattern = str(Path(tempfile.gettempdir()) / "spikeport-bench-binning-*")
+    before = set(glob.glob(pattern))
+    r = bench.bench_binning(40, events_per_recording=100, duration_us=20_000, size=8,
+                            time_window_us=10_000)
+    assert r["recordings"] == 40 and r["second_pass_identical"] and r["spikes"] > 0
+    assert set(glob.glob(pattern)) == before

@@ -7,9 +7,14 @@
 
 and reports ratios. Lava wall time includes starting the Python 3.10 process and importing
 Lava; the runner's own simulation time (``lava_sim_seconds``) is reported beside it.
+
+It also bins a synthetic event set of N-MNIST's size into the event cache and reads it
+back (:func:`bench_binning`): the first pass against the cached second, and the memory the
+process holds meanwhile (docs/benchmarks.md).
 """
 from __future__ import annotations
 
+import os
 import platform
 import time
 from pathlib import Path
@@ -189,11 +194,148 @@ def bench_workers(run_dir: str | Path, samples: int = 20, workers: int = 2) -> d
             "identical_results": results[1] == results[workers]}
 
 
+# ---------------------------------------------------------------------------- binning
+
+def synthetic_events(first: int, count: int, events_per_recording: int, duration_us: int,
+                     size: int, seed: int) -> list[np.ndarray]:
+    """Recordings ``first`` ... ``first + count - 1`` of a synthetic event set: each a
+    uniform number of events in [3/4, 5/4] x ``events_per_recording`` at uniform pixels of a
+    size x size sensor, polarities and times in [0, duration_us), sorted by t, in tonic's
+    layout; recording i drawn from a generator seeded by (seed, i)."""
+    from spikeport.data.events import EVENT_DTYPE
+
+    out = []
+    for i in range(first, first + count):
+        rng = np.random.default_rng([seed, i])
+        n = int(rng.integers(events_per_recording * 3 // 4, events_per_recording * 5 // 4 + 1))
+        ev = np.empty(n, dtype=EVENT_DTYPE)
+        ev["t"] = np.sort(rng.integers(0, duration_us, n))
+        ev["x"], ev["y"] = rng.integers(0, size, n), rng.integers(0, size, n)
+        ev["p"] = rng.integers(0, 2, n)
+        out.append(ev)
+    return out
+
+
+class _PeakMemory:
+    """Samples this process's resident memory from /proc/self/status every 20 ms: the peak
+    of RssAnon (memory the process holds: heap, numpy arrays) and of RssFile (file pages
+    mapped, e.g. the cache's memory map, which the kernel can drop and re-read)."""
+
+    def __init__(self):
+        import threading
+
+        self.peak = {"RssAnon": 0, "RssFile": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _read(self) -> dict:
+        try:
+            lines = Path("/proc/self/status").read_text().splitlines()
+        except OSError:
+            return {}
+        return {k: int(v.split()[0]) * 1024 for k, v in (l.split(":", 1) for l in lines)
+                if k in self.peak}
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            for k, v in self._read().items():
+                self.peak[k] = max(self.peak[k], v)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _read_all(frames: np.ndarray, batch: int = 256) -> int:
+    """Read every frame once, batch by batch, as an epoch does; the number of spikes."""
+    return sum(int(np.count_nonzero(frames[s:s + batch])) for s in range(0, len(frames), batch))
+
+
+def binning_passes(recordings: int, events_per_recording: int = 4000, duration_us: int = 300_000,
+                   size: int = 34, time_window_us: int = 10_000, seed: int = 0) -> dict:
+    """Bin a synthetic set into the event cache (:func:`spikeport.data.events.cached_frames`,
+    under ``$SPIKEPORT_CACHE``) and read every frame (first pass), then load it again from
+    the cache and read every frame (second pass). Checks that the second pass built nothing
+    and returned the frames the first wrote (every spike counted, and the first and last 64
+    recordings binned afresh)."""
+    import resource
+
+    from spikeport.data import events
+
+    bins = events.n_bins(duration_us, time_window_us)
+    shape = (recordings, bins, 2, size, size)
+    key = events.cache_key(np.array([seed], np.float32), dataset="bench-binning", shape=shape,
+                           events_per_recording=events_per_recording, window=time_window_us)
+    built, generating = [], [0.0]
+
+    def rebin(first: int, count: int) -> np.ndarray:
+        t0 = time.perf_counter()
+        recs = synthetic_events(first, count, events_per_recording, duration_us, size, seed)
+        generating[0] += time.perf_counter() - t0
+        return np.stack([events.to_frames(e, (size, size), time_window_us, bins, "clip")
+                         for e in recs])
+
+    def build(out: np.ndarray) -> None:
+        built.append(len(out))
+        for s in range(0, recordings, events.CHUNK):
+            out[s:s + events.CHUNK] = rebin(s, min(events.CHUNK, recordings - s))
+
+    with _PeakMemory() as mem:
+        t0 = time.perf_counter()
+        spikes_1 = _read_all(events.cached_frames(key, shape, build))
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cached = events.cached_frames(key, shape, build)
+        spikes_2 = _read_all(cached)
+        second = time.perf_counter() - t0
+    ends = (0, max(0, recordings - 64))
+    identical = spikes_1 == spikes_2 and all(
+        np.array_equal(cached[s:s + 64], rebin(s, min(64, recordings - s))) for s in ends)
+    return {"recordings": recordings, "events_per_recording": events_per_recording,
+            "duration_us": duration_us, "sensor": [2, size, size], "time_window_us": time_window_us,
+            "cache_bytes": int(np.prod(shape)), "spikes": spikes_1,
+            "first_pass_seconds": first, "of_which_generating_events_seconds": generating[0],
+            "second_pass_seconds": second, "first_over_second": first / second,
+            "second_pass_built_nothing": len(built) == 1, "second_pass_identical": identical,
+            "peak_anon_rss_bytes": mem.peak["RssAnon"], "peak_file_rss_bytes": mem.peak["RssFile"],
+            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def _passes_in(cache: str, kwargs: dict) -> dict:
+    os.environ["SPIKEPORT_CACHE"] = cache
+    return binning_passes(**kwargs)
+
+
+def bench_binning(recordings: int = 60_000, **kwargs) -> dict:
+    """:func:`binning_passes` in a fresh process (its memory is the benchmark's alone) with
+    a temporary event cache, deleted afterwards. The default is N-MNIST's size: 60,000
+    training recordings of 300 ms, about 4,000 events each, 2x34x34, 30 windows of 10 ms
+    (a 4.2 GB cache file)."""
+    import multiprocessing
+    import shutil
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    cache = tempfile.mkdtemp(prefix="spikeport-bench-binning-")
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            result = pool.submit(_passes_in, cache, {"recordings": recordings, **kwargs}).result()
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    return result
+
+
 def run_benchmarks(run_dir: str | Path, samples: int = 20,
                    estimator_targets: tuple[str, ...] = ("reference", "snntorch", "onnx", "loihi-emu"),
-                   out: str | Path | None = None) -> dict:
+                   out: str | Path | None = None, binning_recordings: int = 60_000) -> dict:
     """``spikeport bench``: :func:`bench` on ``samples`` test samples, then
-    :func:`bench_estimator` on each of ``estimator_targets``, then :func:`bench_workers`;
+    :func:`bench_estimator` on each of ``estimator_targets``, then :func:`bench_workers`,
+    then :func:`bench_binning` on ``binning_recordings`` synthetic recordings (0: skipped);
     also written to ``out``."""
     from spikeport.core import io
     from spikeport.core.errors import SpikeportError
@@ -206,6 +348,8 @@ def run_benchmarks(run_dir: str | Path, samples: int = 20,
     result = bench(run_dir, samples)
     result["estimator"] = [bench_estimator(run_dir, t) for t in estimator_targets]
     result["validate_workers"] = bench_workers(run_dir, samples)
+    if binning_recordings:
+        result["binning"] = bench_binning(binning_recordings)
     if out is not None:
         io.write_json(out, result)
     return result
