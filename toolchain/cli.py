@@ -347,6 +347,42 @@ def estimate_cmd(
             typer.echo(f"plot: {p}")
 
 
+data_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                       help="Real event datasets read through tonic from a data directory.")
+app.add_typer(data_app, name="data")
+DATA_DIR_OPTION = typer.Option(None, "--data-dir", help="the data directory (default: "
+                               "$SPIKEPORT_DATA, else data/ beside the event cache)")
+
+
+@data_app.command("list")
+@user_errors
+def data_list(data_dir: Optional[Path] = DATA_DIR_OPTION,
+              as_json: bool = typer.Option(False, "--json", help="print one JSON object")):
+    """Which tonic datasets are in the data directory, where, and what a partial one lacks."""
+    from spikeport.data.tonic_sets import data_dir as resolve, present
+
+    rows = present(data_dir)
+    if as_json:
+        _print_json({"data_dir": str(resolve(data_dir)),
+                     "datasets": [{"name": n, "path": str(p), "status": st} for n, p, st in rows]})
+        return
+    typer.echo(f"data directory: {resolve(data_dir)}")
+    width = max(len(n) for n, _, _ in rows)
+    for name, path, status in rows:
+        typer.echo(f"{name:<{width}}  {status:<8}  {path}" if status in ("present", "missing")
+                   else f"{name:<{width}}  {status}")
+
+
+@data_app.command("fetch")
+@user_errors
+def data_fetch(name: str = typer.Argument(..., help="a tonic dataset (spikeport data list)"),
+               data_dir: Optional[Path] = DATA_DIR_OPTION):
+    """Download a dataset with tonic's own downloader (needs internet and spikeport[events])."""
+    from spikeport.data.tonic_sets import fetch
+
+    typer.echo(str(fetch(name, data_dir)))
+
+
 lava_app = typer.Typer(add_completion=False, no_args_is_help=True,
                        help="Manage the Python 3.10 environment that runs the Lava simulator.")
 app.add_typer(lava_app, name="lava-env")

@@ -16,6 +16,7 @@ Binning and transforms are :mod:`spikeport.data.tonic_frames`.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,12 +261,15 @@ def fetch(name: str, root: str | Path | None = None) -> Path:
     if not lay.downloadable:
         raise DataError(f"tonic 1.7.0 cannot download {lay.title}", fix_for(lay, root))
     root.mkdir(parents=True, exist_ok=True)
+    fresh = not (root / lay.cls).exists()  # a failed fetch leaves no folder it made
     for split in lay.parts:
         try:
             _construct(lay, root, split)
-        except DataError:
-            raise
-        except Exception as e:  # network, disk, a changed URL: one line
+        except BaseException as e:
+            if fresh:
+                shutil.rmtree(root / lay.cls, ignore_errors=True)
+            if isinstance(e, DataError) or not isinstance(e, Exception):
+                raise  # our own one line, or Ctrl-C
             raise DataError(f"downloading {lay.title} into {root / lay.cls} failed "
                             f"({type(e).__name__}: {str(e)[:200]})",
                             "check the connection and retry, or put the files there "
