@@ -250,6 +250,20 @@ class _PeakMemory:
         self._thread.join()
 
 
+def _evict(path: Path) -> bool:
+    """Drop ``path``'s pages from the page cache (this file only), so that the next read
+    comes from the disk; False where the system cannot."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return True
+
+
 def _read_all(frames: np.ndarray, batch: int = 256) -> int:
     """Read every frame once, batch by batch, as an epoch does; the number of spikes."""
     return sum(int(np.count_nonzero(frames[s:s + batch])) for s in range(0, len(frames), batch))
@@ -259,8 +273,10 @@ def binning_passes(recordings: int, events_per_recording: int = 4000, duration_u
                    size: int = 34, time_window_us: int = 10_000, seed: int = 0) -> dict:
     """Bin a synthetic set into the event cache (:func:`spikeport.data.events.cached_frames`,
     under ``$SPIKEPORT_CACHE``) and read every frame (first pass), then load it again from
-    the cache and read every frame (second pass). Checks that the second pass built nothing
-    and returned the frames the first wrote (every spike counted, and the first and last 64
+    the cache and read every frame (second pass, the file still in the page cache), and
+    once more after dropping the file's pages (the second pass from the disk, as for a
+    dataset larger than the memory). Checks that no later pass built anything and that each
+    returned the frames the first wrote (every spike counted, and the first and last 64
     recordings binned afresh)."""
     import resource
 
@@ -284,22 +300,27 @@ def binning_passes(recordings: int, events_per_recording: int = 4000, duration_u
         for s in range(0, recordings, events.CHUNK):
             out[s:s + events.CHUNK] = rebin(s, min(events.CHUNK, recordings - s))
 
+    def cached_pass() -> tuple[int, float]:
+        t0 = time.perf_counter()
+        spikes = _read_all(events.cached_frames(key, shape, build))
+        return spikes, time.perf_counter() - t0
+
     with _PeakMemory() as mem:
-        t0 = time.perf_counter()
-        spikes_1 = _read_all(events.cached_frames(key, shape, build))
-        first = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cached = events.cached_frames(key, shape, build)
-        spikes_2 = _read_all(cached)
-        second = time.perf_counter() - t0
+        spikes_1, first = cached_pass()
+        spikes_2, second = cached_pass()  # the file's pages still in the page cache
+        cold = _evict(events.cache_dir() / f"{key}.npy")
+        spikes_3, third = cached_pass()  # read from the disk
+    cached = events.cached_frames(key, shape, build)
     ends = (0, max(0, recordings - 64))
-    identical = spikes_1 == spikes_2 and all(
+    identical = spikes_1 == spikes_2 == spikes_3 and all(
         np.array_equal(cached[s:s + 64], rebin(s, min(64, recordings - s))) for s in ends)
     return {"recordings": recordings, "events_per_recording": events_per_recording,
             "duration_us": duration_us, "sensor": [2, size, size], "time_window_us": time_window_us,
             "cache_bytes": int(np.prod(shape)), "spikes": spikes_1,
             "first_pass_seconds": first, "of_which_generating_events_seconds": generating[0],
             "second_pass_seconds": second, "first_over_second": first / second,
+            "second_pass_from_disk_seconds": third if cold else None,
+            "first_over_second_from_disk": first / third if cold else None,
             "second_pass_built_nothing": len(built) == 1, "second_pass_identical": identical,
             "peak_anon_rss_bytes": mem.peak["RssAnon"], "peak_file_rss_bytes": mem.peak["RssFile"],
             "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
