@@ -298,19 +298,102 @@ def trace_chain(model: nn.Module, sample_input: torch.Tensor) -> list[tuple[str,
     return [(n, m) for n, m, _, _ in chain]
 
 
+def _fold_batchnorm(chain, ctx) -> list[tuple[str, nn.Module]]:
+    """``chain`` with every convolution followed by a BatchNorm (or BNTT) replaced by one
+    float64 convolution: w' = w g / sqrt(var + eps), b' = (b - mean) g / sqrt(var + eps) + beta,
+    the BatchNorm's inference map (running statistics) composed into the conv; exact up to
+    float rounding. A BNTT layer (one BatchNorm per time step) has no static equivalent; it
+    is refused, or folded with its step-averaged scale and shift (an approximation)."""
+    from spikeport.models.resnet import BatchNormTT
+
+    out: list[tuple[str, nn.Module]] = []
+    for name, m in chain:
+        if not isinstance(m, (nn.BatchNorm2d, BatchNormTT)):
+            out.append((name, m))
+            continue
+        prev = out[-1][1] if out else None
+        if not isinstance(prev, nn.Conv2d):
+            raise ExportError(f"module {name!r} ({type(m).__name__}) does not follow a Conv2d, "
+                              "so it cannot be folded into one", "place BatchNorm2d right after a Conv2d")
+        norms = list(m.norms) if isinstance(m, BatchNormTT) else [m]
+        if isinstance(m, BatchNormTT):
+            if not ctx.allow_approximation:
+                raise ExportError(f"module {name!r} (BNTT) normalises each time step differently; "
+                                  "NIR weights and biases are the same at every step",
+                                  "train with model.batchnorm: bn, or export with "
+                                  "allow_approximation=True to fold the step-averaged BatchNorm")
+            ctx.approximations.append(f"{name}: BNTT folded with its scale and shift averaged "
+                                      f"over its {len(norms)} time steps")
+        scale, shift = zip(*(_bn_affine(bn, name) for bn in norms))
+        out[-1] = (out[-1][0], _conv_times(prev, np.mean(scale, 0), np.mean(shift, 0)))
+    return out
+
+
+def _bn_affine(bn: nn.BatchNorm2d, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) of a BatchNorm's inference map y = scale x + shift, float64."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ExportError(f"module {name!r} (BatchNorm2d) has no running statistics "
+                          "(track_running_stats=False), so its map depends on the batch",
+                          "train it with track_running_stats=True")
+    g = _np(bn.weight).astype(np.float64) if bn.weight is not None else 1.0
+    b = _np(bn.bias).astype(np.float64) if bn.bias is not None else 0.0
+    scale = g / np.sqrt(_np(bn.running_var).astype(np.float64) + bn.eps)
+    return scale * np.ones(bn.num_features), b - _np(bn.running_mean).astype(np.float64) * scale
+
+
+def _conv_times(conv: nn.Conv2d, scale: np.ndarray, shift: np.ndarray) -> nn.Conv2d:
+    """A float64 copy of ``conv`` followed by the per-channel map y = scale x + shift."""
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                       conv.padding, conv.dilation, conv.groups, True, conv.padding_mode,
+                       device="cpu", dtype=torch.float64)
+    bias = _np(conv.bias).astype(np.float64) if conv.bias is not None else 0.0
+    with torch.no_grad():
+        folded.weight.copy_(torch.from_numpy(_np(conv.weight).astype(np.float64)
+                                             * scale[:, None, None, None]))
+        folded.bias.copy_(torch.from_numpy(bias * scale + shift))
+    return folded
+
+
+def _emit_residual(name, module, sources, shape, nodes, edges, ctx):
+    """A :class:`~spikeport.models.network.Residual`: body and skip from the same sources,
+    combined as fan-in (add) or through an IAND gate population, then ``after``."""
+    def sub(part):
+        return [(f"{name}.{part}.{i}", m) for i, m in enumerate(getattr(module, part))]
+
+    body_sources, body_shape = _emit(sub("body"), sources, shape, nodes, edges, ctx)
+    skip_sources, skip_shape = _emit(sub("skip"), sources, shape, nodes, edges, ctx)
+    if tuple(body_shape) != tuple(skip_shape):
+        raise ExportError(f"residual block {name!r} maps shape {skip_shape} to {body_shape}",
+                          "make the block keep its input shape, or add a projection")
+    if module.combine == "iand":
+        sources = _emit_iand(name.replace(".", "_"), body_sources, skip_sources, body_shape,
+                             nodes, edges, ctx)
+    else:
+        sources = body_sources + skip_sources  # the skip: both feed the next node
+    return _emit(sub("after"), sources, body_shape, nodes, edges, ctx)
+
+
+def _emit_iand(key, body_sources, skip_sources, shape, nodes, edges, ctx) -> list[str]:
+    """(NOT body) AND skip on binary spikes as a memoryless gate population: its input is
+    skip - body in {-1, 0, 1}, it fires where that exceeds 0.5 (LIF with decay 0)."""
+    from spikeport.models.neurons import make_neuron
+
+    nodes[f"{key}_not"] = nir.Scale(np.full(shape, -1.0))
+    edges.extend((s, f"{key}_not") for s in body_sources)
+    gate, _ = _leaky(make_neuron("lif", shape, beta=0.0, threshold=0.5), key, shape, ctx)
+    nodes[f"{key}_iand"] = gate
+    edges.extend((s, f"{key}_iand") for s in [f"{key}_not", *skip_sources])
+    return [f"{key}_iand"]
+
+
 def _emit(chain, sources: list[str], shape, nodes, edges, ctx):
     """Add the nodes of ``chain`` after ``sources`` (several sources = summed fan-in).
     Returns the sources feeding whatever comes next, and the shape they carry."""
     from spikeport.models.network import Residual
 
-    for name, module in chain:
+    for name, module in _fold_batchnorm(chain, ctx):
         if isinstance(module, Residual):
-            body = [(f"{name}.body.{i}", m) for i, m in enumerate(module.body)]
-            body_sources, body_shape = _emit(body, sources, shape, nodes, edges, ctx)
-            if tuple(body_shape) != tuple(shape):
-                raise ExportError(f"residual block {name!r} maps shape {shape} to {body_shape}",
-                                  "make the block keep its input shape, or add a projection")
-            sources = body_sources + sources  # the skip: both feed the next node
+            sources, shape = _emit_residual(name, module, sources, shape, nodes, edges, ctx)
             continue
         fn = _find_handler(module)
         if fn is None:

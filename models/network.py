@@ -40,19 +40,35 @@ class SpikingSequential(nn.Module):
 
 
 class Residual(nn.Module):
-    """y = body(x) + x: a skip connection around a chain of layers.
+    """A skip connection around a chain of layers: ``after(combine(body(x), skip(x)))``.
 
-    The addition happens on whatever the chain carries at that point; placed around a block
-    that starts with a synapse and ends with a population, the sum of spikes feeds the next
-    synapse, which NIR expresses as two edges into that synapse (fan-in is summed).
+    - ``skip``: a chain applied to the skip path (empty: the identity), e.g. a 1x1 strided
+      convolution where the block changes shape;
+    - ``combine``: ``"add"`` sums the two paths; ``"iand"`` keeps the skip's spikes where the
+      body did not spike, ``(1 - body) * skip`` (SEW-ResNet's IAND; binary in, binary out);
+    - ``after``: layers applied to the combination (empty: none), e.g. the population that
+      receives a current-domain sum.
+
+    Placed around a block that starts with a synapse and ends with a population, the sum of
+    spikes feeds the next synapse, which NIR expresses as several edges into that synapse
+    (fan-in is summed); models/export.py writes the IAND as a gate population.
     """
 
-    def __init__(self, layers: list[nn.Module]):
+    def __init__(self, layers: list[nn.Module], skip: list[nn.Module] | None = None,
+                 after: list[nn.Module] | None = None, combine: str = "add"):
         super().__init__()
+        if combine not in ("add", "iand"):
+            raise ValueError(f"combine must be 'add' or 'iand', got {combine!r}")
         self.body = nn.ModuleList(layers)
+        self.skip = nn.ModuleList(skip or [])
+        self.after = nn.ModuleList(after or [])
+        self.combine = combine
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (T, B, ...)
-        return _run_layers(self.body, x) + x
+        body = _run_layers(self.body, x)
+        skip = _run_layers(self.skip, x)
+        h = (1 - body) * skip if self.combine == "iand" else body + skip
+        return _run_layers(self.after, h)
 
 
 def _run_layers(layers, h: torch.Tensor) -> torch.Tensor:

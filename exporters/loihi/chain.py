@@ -110,6 +110,7 @@ def _spec(program: Program, name: str) -> LayerSpec:
 
 def chain(program: Program) -> list[LayerSpec]:
     """The layers of ``program`` in order (module docstring); every other node refused."""
+    _refuse_fan_in(program)
     specs = []
     for name in program.order:
         node = program.nodes[name]
@@ -124,6 +125,19 @@ def chain(program: Program) -> list[LayerSpec]:
         raise ExportError("the graph has no spiking population", "export a spiking network")
     _check_sequence(program, specs)
     return specs
+
+
+def _refuse_fan_in(program: Program) -> None:
+    """A node summing several feed-forward inputs (a residual or skip connection) has no netx
+    form: every netx layer reads only the layer before it (SEMANTICS.md 5)."""
+    for name in program.order:
+        srcs = [s for s, rec in program.inputs[name] if not rec]
+        if len(srcs) > 1 and not isinstance(program.nodes[name], PASS):
+            refuse(name, program.nodes[name], f"sums {len(srcs)} inputs ({', '.join(srcs)}), a "
+                   "residual or skip connection, which a netx file (a chain of layers, each "
+                   "reading only the previous one) cannot hold",
+                   "deploy residual networks on reference, snntorch or onnx; for Loihi train a "
+                   "chain model (model.arch: mlp or conv)")
 
 
 def _check_sequence(program: Program, specs: list[LayerSpec]) -> None:
