@@ -130,9 +130,27 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_HINT = "sudo apt-get install -y dataset-fashion-mnist (or `make data-fashion`)"
 
 
-def _read_idx(path: Path, offset: int) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), np.uint8, offset=offset)
+def _read_idx(path: Path, dims: tuple[int, ...]) -> np.ndarray:
+    """The uint8 array of a gzipped IDX file (LeCun's MNIST format: magic 0, 0, 8 = ubyte,
+    ndim; ndim big-endian uint32 sizes; the values), checked: ``dims`` are the sizes after
+    the first (the item count), e.g. (28, 28) for images, () for labels."""
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path} is not a readable gzip file ({e})", FASHION_HINT) from None
+    ndim = 1 + len(dims)
+    head = 4 + 4 * ndim
+    if len(raw) < head or raw[:4] != bytes((0, 0, 8, ndim)):
+        raise DataError(f"{path} is not an IDX file of {ndim}-d unsigned bytes "
+                        f"(header {raw[:4].hex() or 'missing'})", FASHION_HINT)
+    sizes = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    if sizes[1:] != tuple(dims) or len(raw) - head != int(np.prod(sizes)):
+        raise DataError(f"{path} holds {len(raw) - head} values for sizes {list(sizes)}, "
+                        f"expected N x {list(dims)}", FASHION_HINT)
+    return np.frombuffer(raw, np.uint8, offset=head).reshape(sizes)
 
 
 @DATASETS.register("fashion-mnist", "Fashion-MNIST from Debian's dataset-fashion-mnist (60k/10k)")
@@ -147,15 +165,16 @@ def load_fashion_mnist(test_fraction: TestFraction | None = None, split_seed: Se
     if missing:
         raise DataError(f"Fashion-MNIST files not found: {', '.join(missing)}", FASHION_HINT)
 
-    def images(key):
-        return (_read_idx(files[key], 16).reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
+    def split(kind):
+        x = _read_idx(files[f"{kind}-images-idx3-ubyte"], (28, 28))
+        y = _read_idx(files[f"{kind}-labels-idx1-ubyte"], ()).astype(np.int64)
+        if len(x) != len(y) or (y.size and y.max() > 9):
+            raise DataError(f"Fashion-MNIST {kind}: {len(x)} images, {len(y)} labels "
+                            f"(largest {int(y.max()) if y.size else None}); expected equal "
+                            "counts and labels 0..9", FASHION_HINT)
+        return (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32), y
 
-    def labels(key):
-        return _read_idx(files[key], 8).astype(np.int64)
-
-    return Dataset("fashion-mnist", images("train-images-idx3-ubyte"),
-                   labels("train-labels-idx1-ubyte"), images("t10k-images-idx3-ubyte"),
-                   labels("t10k-labels-idx1-ubyte"), 10)
+    return Dataset("fashion-mnist", *split("train"), *split("t10k"), 10)
 
 
 @dataclass(frozen=True)
