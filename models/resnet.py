@@ -4,7 +4,8 @@ variants they compare, built from :class:`~spikeport.models.network.Residual` bl
 
 Architecture ``resnet``: a stem (3x3 conv -> BatchNorm -> neurons), stages of basic blocks
 (two 3x3 convs, each followed by BatchNorm; the first block of every stage after the first
-has stride 2), then a readout: global average pool -> Linear -> neurons (n_classes). Where a
+has stride 2), then a readout: global average pool (or ``readout: flatten``) -> Linear -> neurons
+(n_classes). Where a
 block changes shape, the skip is a 1x1 strided convolution with its own BatchNorm.
 
 Residual variants (``variant``), for a block with body ``conv -> BN -> N -> conv -> BN``:
@@ -99,8 +100,10 @@ class _Parts:
 def build_resnet(input_shape, n_classes, neurons: Neurons, *, variant: Variant = "spike-add",
                  stem: int = 16, widths: Sizes = (16, 32, 64), blocks: int = 1,
                  kernel: OddKernel = 3, batchnorm: Literal["bn", "bntt", "none"] = "bn",
-                 bntt_steps: int = 0, stem_stride: Literal[1, 2] = 1) -> SpikingSequential:
-    """``widths``: channels of each stage; ``blocks``: basic blocks per stage."""
+                 bntt_steps: int = 0, stem_stride: Literal[1, 2] = 1,
+                 readout: Literal["avg", "flatten"] = "avg") -> SpikingSequential:
+    """``widths``: channels of each stage; ``blocks``: basic blocks per stage; ``readout``:
+    global average pool (the paper) or every position of the last stage into the Linear."""
     if len(input_shape) != 3:
         raise ConfigError(f"model 'resnet' needs image input (C, H, W), got shape {input_shape}",
                           "use model.arch: mlp for this dataset")
@@ -123,6 +126,7 @@ def build_resnet(input_shape, n_classes, neurons: Neurons, *, variant: Variant =
                                   "use fewer model.widths")
             layers.append(parts.block(variant, c, width, stride, h, w))
             h, w, c = _out(h, kernel, stride), _out(w, kernel, stride), width
-    layers += [nn.AvgPool2d((h, w)), nn.Flatten(), nn.Linear(c, n_classes),
-               neurons((n_classes,))]
+    pool = [nn.AvgPool2d((h, w))] if readout == "avg" else []
+    features = c if readout == "avg" else c * h * w
+    layers += [*pool, nn.Flatten(), nn.Linear(features, n_classes), neurons((n_classes,))]
     return SpikingSequential(layers, input_shape, n_classes)
