@@ -57,7 +57,6 @@ def by_hand(ev: np.ndarray, corner, size, window_us, steps) -> np.ndarray:
 
 
 def test_the_aedat4_crop_reads_as_the_vendored_npy_and_declares_its_sensor():
-    pytest.importorskip("aedat")
     a, n = ef.read_events(DAVIS / "crop.aedat4"), ef.read_events(DAVIS / "crop.npy")
     assert a.sensor == (260, 346) and n.sensor is None and a.labels is None
     (ea,), (en,) = a.events, n.events
@@ -150,7 +149,6 @@ def _bad_files(tmp_path):
 
 
 def test_every_bad_file_is_one_data_error_naming_it_and_the_fix(tmp_path):
-    pytest.importorskip("aedat")
     for kind, (path, words) in _bad_files(tmp_path).items():
         with pytest.raises(DataError) as e:
             ef.read_events(path)
@@ -194,7 +192,6 @@ def test_binning_equals_a_histogram_made_by_hand_for_each_input_layout():
 
 
 def test_recordings_too_large_for_the_graph_are_refused_with_the_sizes_and_the_crop_fix():
-    pytest.importorskip("aedat")
     with pytest.raises(DataError, match=r"events reach x = 334, y = 245, outside the graph's "
                        r"input of 20x20.*--crop X,Y"):
         ef.bin_recordings(ef.read_events(DAVIS / "crop.npy"), (2, 20, 20), 10_000, 5)
@@ -205,6 +202,31 @@ def test_recordings_too_large_for_the_graph_are_refused_with_the_sizes_and_the_c
                           crop=(330, 0))
     with pytest.raises(DataError, match=r"input has shape \(3, 20, 20\)"):
         ef.bin_recordings(ef.read_events(DAVIS / "crop.npy"), (3, 20, 20), 10_000, 5, crop=CROP)
+
+
+def test_a_tonic_run_bins_a_file_as_its_recipe_does_from_the_first_event_by_time_or_count():
+    """A run trained on tonic's N-MNIST (2x34x34) fed a 34x34 window of the DAVIS346 crop:
+    frames start at the window's first event (tonic's ToFrame), by time or by count."""
+    recs = ef.read_events(DAVIS / "crop.npy")
+    (e,) = recs.events
+    corner = (60, 200)
+    inside = e[(e["x"] >= 60) & (e["x"] < 94) & (e["y"] >= 200) & (e["y"] < 234)].copy()
+    inside["t"] -= inside["t"][0]
+    inside["x"] -= 60
+    inside["y"] -= 200
+    x, how = ef.bin_for_run(recs, {"name": "nmnist", "time_window_us": 20_000, "frames": 8},
+                            "events", 8, (2, 34, 34), crop=corner)
+    np.testing.assert_array_equal(x[:, 0], by_hand(inside, (0, 0), 34, 20_000, 8))
+    assert "from the first event as nmnist's recipe" in how and x.sum() > 100
+    x, how = ef.bin_for_run(recs, {"name": "nmnist", "event_count": 500, "frames": 3},
+                            "events", 3, (2, 34, 34), crop=corner)
+    expect = np.zeros((3, 2, 34, 34), np.uint8)
+    for k in range(3):
+        part = inside[500 * k:500 * (k + 1)]
+        expect[k, (part["p"] > 0).astype(int), part["y"], part["x"]] = 1
+    np.testing.assert_array_equal(x[:, 0], expect)
+    with pytest.raises(DataError, match=r"bins nmnist into frames \(2, 34, 34\), its graph takes"):
+        ef.bin_for_run(recs, {"name": "nmnist"}, "events", 30, (2, 20, 20), crop=corner)
 
 
 # ---------------------------------------------------------------- the command line
@@ -246,7 +268,7 @@ def test_run_and_estimate_on_the_davis346_crop_equal_the_same_frames_given_as_in
                          "--input", tmp_path / "frames.npz")
     assert _numbers(est) == _numbers(est_input)
     assert est["spikes_per_sample"] > 0 and est["synops_per_sample"] > 0
-    assert "crop.aedat4 (1 recordings, 15 windows of 20000 us, clip" in est["inputs"]
+    assert "crop.aedat4 (1 recordings, 15 windows of 20000 us from t = 0, clip" in est["inputs"]
 
 
 def test_a_bare_graph_bins_by_bin_ms_over_the_whole_recording(event_run, tmp_path):

@@ -280,49 +280,36 @@ def check_inputs(graph: nir.NIRGraph, inputs: Inputs, targets: Sequence[str] = (
     return Inputs(x, y, inputs.source)
 
 
-def _run_binning(run_dir: Path, bin_us: int | None) -> tuple[int, str, int]:
-    """(time window in us, binarize, steps) for event files fed to a run: its recipe's
-    binning and time_steps, the window replaced by ``--bin-ms`` when given."""
-    from spikeport.data.events import BinParams
-    from spikeport.training.recipes import load_run_config
-
-    cfg = load_run_config(transactions.open_run(run_dir))
-    if cfg.encoder.get("name") == "events":  # an event dataset: its recipe says how to bin
-        p = BinParams(**{k: cfg.dataset[k] for k in BinParams.model_fields if k in cfg.dataset})
-        return bin_us or p.time_window_us, p.binarize, cfg.time_steps
-    if bin_us is None:
-        raise ConfigError(f"the recipe of {run_dir} trains on {cfg.dataset['name']} images, so "
-                          "it does not say how to bin events", "pass --bin-ms MS")
-    return bin_us, "clip", cfg.time_steps
-
-
 def event_inputs(graph: nir.NIRGraph, spec, run_dir: Path | None = None,
                  samples: int | None = None) -> Inputs:
     """The recordings of an event file (:class:`spikeport.data.event_files.EventFile`)
-    binned into the graph's input: for a run as its recipe bins its dataset (its time
-    window, unless ``--bin-ms``; its binarize; its time_steps), for a bare graph in windows
-    of ``--bin-ms`` (required) over the longest recording, clipped to 0/1 spikes."""
+    binned into the graph's input: for a run as its recipe bins its dataset
+    (:func:`spikeport.data.event_files.bin_for_run`; ``--bin-ms`` replaces its time window),
+    for a bare graph in windows of ``--bin-ms`` (required) from t = 0 over the longest
+    recording, clipped to 0/1 spikes."""
     from spikeport.data import event_files
     from spikeport.ir.program import build_program
+    from spikeport.training.recipes import load_run_config
 
     _check_samples(samples)
-    if run_dir is not None:
-        window, binarize, steps = _run_binning(run_dir, spec.bin_us)
-    elif spec.bin_us is None:
+    cfg = None if run_dir is None else load_run_config(transactions.open_run(run_dir))
+    if cfg is None and spec.bin_us is None:
         raise SpikeportError("a .nir graph has no recipe that says how to bin events",
                              "pass --bin-ms MS, the time window of one step")
     recs = event_files.read_events(spec.path)
     if samples is not None:
         recs = event_files.Recordings(recs.events[:samples], None if recs.labels is None
                                       else recs.labels[:samples], recs.sensor, recs.source)
-    if run_dir is None:
-        window, binarize = spec.bin_us, "clip"
-        steps = event_files.recording_bins(recs, window)
-    x = event_files.bin_recordings(recs, build_program(graph).input_shape, window, steps,
-                                   binarize, spec.crop)
+    shape = build_program(graph).input_shape
+    if cfg is not None:
+        x, how = event_files.bin_for_run(recs, cfg.dataset, cfg.encoder.get("name"),
+                                         cfg.time_steps, shape, spec.bin_us, spec.crop)
+    else:
+        steps = event_files.recording_bins(recs, spec.bin_us)
+        x = event_files.bin_recordings(recs, shape, spec.bin_us, steps, "clip", spec.crop)
+        how = f"{steps} windows of {spec.bin_us} us from t = 0, clip"
     crop = "" if spec.crop is None else f", crop at x={spec.crop[0]}, y={spec.crop[1]}"
-    return Inputs(x, recs.labels, f"{spec.path} ({x.shape[1]} recordings, {steps} windows of "
-                  f"{window} us, {binarize}{crop})")
+    return Inputs(x, recs.labels, f"{spec.path} ({x.shape[1]} recordings, {how}{crop})")
 
 
 def _file_inputs(graph: nir.NIRGraph, input_file, samples: int | None,

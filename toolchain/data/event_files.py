@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from spikeport.core import budget
-from spikeport.core.errors import DataError
+from spikeport.core.errors import ConfigError, DataError
 from spikeport.data import events
 
-AEDAT_HINT = "pip install aedat==2.3.0"
+AEDAT_HINT = "pip install aedat==2.3.0 (or the events extra: pip install 'spikeport[events]')"
 FORMATS = ".npy (tonic's structured x, y, t, p), .h5 (SHD's spikes/times, spikes/units) or .aedat4"
 NPY_FIX = ("save one recording as a structured array with tonic's fields x, y, t (integer "
            "microseconds), p")
@@ -296,6 +296,29 @@ def _fit(ev: np.ndarray, rec: Recordings, size: tuple[int, int],
     return ev
 
 
+def _fit_all(recs: Recordings, size: tuple[int, int], crop: tuple[int, int] | None
+             ) -> list[tuple[np.ndarray, str]]:
+    """(events on the sensor ``size``, name) of every recording (:func:`_fit`); refused when
+    the crop window leaves no event at all."""
+    n = len(recs.events)
+    fitted = [(_fit(ev, recs, size, crop, name), name) for ev, name in zip(
+        recs.events, (f"{recs.source} recording {i}" if n > 1 else str(recs.source)
+                      for i in range(n)))]
+    if not any(len(ev) for ev, _ in fitted):
+        raise DataError(f"no event of {recs.source} falls in the --crop window {crop}",
+                        "move the window (--crop X,Y) to where the recording has events")
+    return fitted
+
+
+def _frames_array(recs: Recordings, steps: int, input_shape: tuple[int, ...]) -> np.ndarray:
+    n = len(recs.events)
+    budget.check_bytes(2 * budget.nbytes((steps, n, *input_shape), 1),
+                       f"{recs.source} binned: {steps} steps x {n} recordings x "
+                       f"{int(np.prod(input_shape))} inputs", "use fewer recordings (--samples) "
+                       "or a longer --bin-ms", DataError)
+    return np.zeros((steps, n, *input_shape), dtype=np.uint8)
+
+
 def recording_bins(recs: Recordings, time_window_us: int) -> int:
     """Windows covering the longest recording, from t = 0 to its last event."""
     return events.n_bins(max(int(e["t"][-1]) for e in recs.events) + 1, time_window_us)
@@ -305,25 +328,66 @@ def bin_recordings(recs: Recordings, input_shape: tuple[int, ...], time_window_u
                    steps: int, binarize: str = "clip",
                    crop: tuple[int, int] | None = None) -> np.ndarray:
     """uint8 (steps, B, *input_shape): each recording binned into ``steps`` windows of
-    ``time_window_us`` (events after the last window are not in any frame), as the event
-    datasets bin them (:func:`events.to_frames`)."""
+    ``time_window_us`` from t = 0 (events after the last window are not in any frame), as
+    the simulated event datasets bin them (:func:`events.to_frames`)."""
     channels, h, w = _layout(input_shape)
-    n = len(recs.events)
-    budget.check_bytes(budget.nbytes((steps, n, *input_shape), 1) + budget.nbytes(
-        (steps, 2, h, w), 8), f"{recs.source} binned: {steps} steps x {n} recordings x "
-        f"{int(np.prod(input_shape))} inputs", "use fewer recordings (--samples) or a longer "
-        "--bin-ms", DataError)
-    x = np.zeros((steps, n, *input_shape), dtype=np.uint8)
-    kept = 0
-    for i, ev in enumerate(recs.events):
-        where = f"{recs.source} recording {i}" if n > 1 else str(recs.source)
-        ev = _fit(ev, recs, (h, w), crop, where)
-        kept += len(ev)
+    x = _frames_array(recs, steps, input_shape)
+    for i, (ev, _) in enumerate(_fit_all(recs, (h, w), crop)):
         frames = events.to_frames(ev, (h, w), time_window_us, steps, "count")
         if channels == 1:
             frames = np.minimum(frames.sum(axis=1, keepdims=True, dtype=np.int64), 255)
         x[:, i] = np.minimum(frames, 1 if binarize == "clip" else 255).reshape(steps, *input_shape)
-    if kept == 0:
-        raise DataError(f"no event of {recs.source} falls in the --crop window {crop}",
-                        "move the window (--crop X,Y) to where the recording has events")
     return x
+
+
+def bin_for_run(recs: Recordings, dataset: dict, encoder: str, steps: int,
+                input_shape: tuple[int, ...], bin_us: int | None = None,
+                crop: tuple[int, int] | None = None) -> tuple[np.ndarray, str]:
+    """(uint8 (T, B, *input_shape), how) for a run whose recipe has ``dataset`` (its
+    section), ``encoder`` (its name) and ``steps``: binned as that dataset bins its own
+    recordings. A tonic dataset (:mod:`spikeport.data.tonic_frames`: its transforms, frames
+    from the first event, by time or by count); a simulated event dataset (windows from
+    t = 0, its ``time_window_us`` and ``binarize``, ``steps`` of them); a run trained on
+    images: windows of ``bin_us`` (required), clipped. ``bin_us`` replaces the recipe's
+    time window (and binning by count)."""
+    from spikeport.data import tonic_sets
+
+    if dataset.get("name") in tonic_sets.LAYOUTS:
+        return _bin_tonic(recs, dataset, input_shape, bin_us, crop)
+    if encoder == "events":
+        p = events.BinParams(**{k: dataset[k] for k in events.BinParams.model_fields
+                                if k in dataset})
+        window, binarize = bin_us or p.time_window_us, p.binarize
+    elif bin_us is None:
+        raise ConfigError(f"the run's recipe trains on {dataset.get('name')} images, so it "
+                          "does not say how to bin events", "pass --bin-ms MS")
+    else:
+        window, binarize = bin_us, "clip"
+    x = bin_recordings(recs, input_shape, window, steps, binarize, crop)
+    return x, f"{steps} windows of {window} us from t = 0, {binarize}"
+
+
+def _bin_tonic(recs: Recordings, dataset: dict, input_shape: tuple[int, ...],
+               bin_us: int | None, crop: tuple[int, int] | None) -> tuple[np.ndarray, str]:
+    """Recordings on a tonic dataset's sensor through that run's transforms and ToFrame
+    (:func:`spikeport.data.tonic_frames.bin_recording`)."""
+    from spikeport.data import tonic_frames as tf
+    from spikeport.data import tonic_sets
+
+    lay = tonic_sets.LAYOUTS[dataset["name"]]
+    fields = {k: dataset[k] for k in tf.TonicParams.model_fields if k in dataset}
+    if bin_us is not None:
+        fields.update(time_window_us=bin_us, event_count=None)
+    p = tf.TonicParams(**fields)
+    geo = tf.geometry(lay, p)
+    w, h, pol = geo.sensor
+    if (pol, h, w) != tuple(input_shape):
+        raise DataError(f"the run's recipe bins {lay.name} into frames {(pol, h, w)}, its "
+                        f"graph takes {tuple(input_shape)}", "pass the run's own model.nir")
+    steps, transform = p.frames or lay.frames, tf.make_transform(lay, p, geo)
+    x = _frames_array(recs, steps, input_shape)
+    for i, (ev, name) in enumerate(_fit_all(recs, lay.sensor[1::-1], crop)):
+        x[:, i] = tf.bin_recording(ev, lay, p, geo, transform, name)
+    how = (f"{p.event_count} events each" if p.event_count is not None
+           else f"windows of {p.time_window_us or lay.window_us} us from the first event")
+    return x, f"{steps} frames of {how} as {lay.name}'s recipe, {p.binarize}"
