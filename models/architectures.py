@@ -59,14 +59,29 @@ def build_mlp(input_shape, n_classes, neurons: Neurons, *, hidden: Sizes = (128,
 @ARCHITECTURES.register("conv", "small convolutional spiking network")
 def build_conv(input_shape, n_classes, neurons: Neurons, *, channels: Sizes = (8, 16),
                kernel: OddKernel = 3, pool: Literal["avg", "sum", "none"] = "avg",
-               dense: Sizes = (), bias: bool = True) -> SpikingSequential:
+               dense: Sizes = (), bias: bool = True, stride: Literal[1, 2] = 1,
+               loihi_aware: bool = False) -> SpikingSequential:
+    """``stride``: of every convolution (with ``pool: none``, stride 2 downsamples instead);
+    ``loihi_aware``: train with the weights the Loihi export writes (models/loihi_aware.py;
+    needs ``pool: none``, since a pool folded into the kernel is quantised as a whole)."""
+    from spikeport.models.loihi_aware import LoihiQuantConv2d, LoihiQuantLinear
+
     if len(input_shape) != 3:
         raise ConfigError(f"model 'conv' needs image input (C, H, W), got shape {input_shape}",
                           "use model.arch: mlp for this dataset")
+    if loihi_aware and pool != "none":
+        raise ConfigError("model 'conv' with loihi_aware: true needs pool: none (Loihi folds a "
+                          "pool into the kernel, which then leaves the trained grid)",
+                          "set model.pool: none (and model.stride: 2 to downsample)")
+    thr = neurons.params.threshold
     c, h, w = input_shape
     layers: list[nn.Module] = []
     for c_out in channels:
-        layers.append(nn.Conv2d(c, c_out, kernel, padding=kernel // 2, bias=bias))
+        args = (c, c_out, kernel)
+        kw = dict(stride=stride, padding=kernel // 2, bias=bias)
+        layers.append(LoihiQuantConv2d(*args, threshold=thr, **kw) if loihi_aware
+                      else nn.Conv2d(*args, **kw))
+        h, w = (h - 1) // stride + 1, (w - 1) // stride + 1
         if pool != "none":
             if h < 2 or w < 2:
                 raise ConfigError(f"model 'conv': too many pooling stages for input {input_shape}",
@@ -78,7 +93,9 @@ def build_conv(input_shape, n_classes, neurons: Neurons, *, channels: Sizes = (8
     layers.append(nn.Flatten())
     sizes = [c * h * w, *dense, n_classes]
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out, bias=bias), neurons((n_out,))]
+        linear = (LoihiQuantLinear(n_in, n_out, bias=bias, threshold=thr) if loihi_aware
+                  else nn.Linear(n_in, n_out, bias=bias))
+        layers += [linear, neurons((n_out,))]
     return SpikingSequential(layers, input_shape, n_classes)
 
 

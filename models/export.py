@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from spikeport.models.architectures import SumPool2d
-from spikeport.models.loihi_aware import LoihiQuantLinear
+from spikeport.models.loihi_aware import LoihiQuantConv2d, LoihiQuantLinear
 from spikeport.core import units
 from spikeport.core.errors import ExportError
 from spikeport.core.registry import Registry
@@ -70,7 +70,8 @@ def _linear(m: nn.Linear, name, shape, ctx):
 
 @handler(nn.Conv1d, nn.Conv2d)
 def _conv(m: nn.Conv1d | nn.Conv2d, name, shape, ctx):
-    """nn.Conv1d / nn.Conv2d -> Conv1d / Conv2d (zero padding only)."""
+    """nn.Conv1d / nn.Conv2d -> Conv1d / Conv2d (zero padding only); a Loihi-aware Conv2d
+    exports the projected weights it computes with."""
     one_d = isinstance(m, nn.Conv1d)
     kind, expects = ("Conv1d", "(C, L)") if one_d else ("Conv2d", "(C, H, W)")
     if m.padding_mode != "zeros":
@@ -79,8 +80,9 @@ def _conv(m: nn.Conv1d | nn.Conv2d, name, shape, ctx):
     if len(shape) != (2 if one_d else 3):
         raise ExportError(f"module {name!r} ({kind}) receives shape {shape}, expects {expects}",
                           f"feed the convolution a {expects} input")
-    bias = (_np(m.bias) if m.bias is not None else np.zeros(m.out_channels)).astype(np.float32)
-    weight = _np(m.weight).astype(np.float32)
+    w, b = m.quantized() if isinstance(m, LoihiQuantConv2d) else (m.weight, m.bias)
+    bias = (_np(b) if b is not None else np.zeros(m.out_channels)).astype(np.float32)
+    weight = _np(w).astype(np.float32)
     if one_d:
         padding = m.padding if isinstance(m.padding, str) else int(m.padding[0])
         node = nir.Conv1d(input_shape=shape[1], weight=weight, stride=int(m.stride[0]),
@@ -315,6 +317,10 @@ def _fold_batchnorm(chain, ctx) -> list[tuple[str, nn.Module]]:
         if not isinstance(prev, nn.Conv2d):
             raise ExportError(f"module {name!r} ({type(m).__name__}) does not follow a Conv2d, "
                               "so it cannot be folded into one", "place BatchNorm2d right after a Conv2d")
+        if isinstance(prev, LoihiQuantConv2d):
+            raise ExportError(f"module {name!r} follows a Loihi-aware convolution: folded into "
+                              "it, the weights would leave the grid they were trained on",
+                              "train Loihi-aware convolutions without BatchNorm")
         norms = list(m.norms) if isinstance(m, BatchNormTT) else [m]
         if isinstance(m, BatchNormTT):
             if not ctx.allow_approximation:

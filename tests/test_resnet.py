@@ -216,3 +216,35 @@ def test_a_broken_fashion_mnist_file_is_one_line(tmp_path, name, make, match):
     with pytest.raises(DataError, match=match) as e:
         load_fashion_mnist(root=root)
     assert "\n" not in str(e.value)
+
+
+# --------------------------------------------------------------------------- Loihi-aware conv
+
+@pytest.mark.parametrize("aware", [True, False])
+def test_loihi_aware_convolutions_are_exported_on_the_loihi_grid(aware):
+    from spikeport.exporters.loihi.target import compile_network
+    from spikeport.models.loihi_aware import loihi_scale
+
+    torch.manual_seed(4)
+    model = build_model("conv", (1, 8, 8), 3, channels=[4, 6], pool="none", stride=2,
+                        loihi_aware=aware, threshold=0.7)
+    x = _spikes(steps=6).float()[:, :, :, :8, :8]
+    model(x).sum().backward()
+    assert model.layers[0].weight.grad.abs().sum() > 0  # straight-through gradient
+    net = compile_network(export_model(model.eval(), (1, 8, 8)))
+    errors = [r.weight_rms_error for r in net.reports]
+    assert [l.conv is not None for l in net.layers] == [True, True, False]
+    if not aware:
+        assert min(errors) > 1e-4
+        return
+    assert max(errors) < 1e-6  # float32 storage of the projected weights in NIR only
+    for layer, trained in zip(net.layers, (model.layers[0], model.layers[2], model.layers[5])):
+        w, b = trained.quantized()
+        s = loihi_scale(w, b, 0.7)
+        np.testing.assert_array_equal(layer.weight, np.round(w.detach().numpy() * s).astype(int))
+        np.testing.assert_array_equal(layer.bias_mant, np.round(b.detach().numpy() * s))
+
+
+def test_loihi_aware_conv_needs_unpooled_layers():
+    with pytest.raises(ConfigError, match="pool: none"):
+        build_model("conv", (1, 8, 8), 3, pool="avg", loihi_aware=True)
