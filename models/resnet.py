@@ -29,9 +29,10 @@ with a bias instead).
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from spikeport.core.errors import ConfigError
@@ -41,6 +42,8 @@ from spikeport.models.neurons import Neurons
 
 Variant = Literal["spike-add", "current-add", "sew-add", "sew-iand"]
 VARIANTS = ("spike-add", "current-add", "sew-add", "sew-iand")
+Blocks = Annotated[int, Field(ge=1, le=64, description="1 to 64 blocks per stage")]
+Positive = Annotated[int, Field(gt=0)]
 
 
 class BatchNormTT(nn.Module):
@@ -98,18 +101,15 @@ class _Parts:
 
 @ARCHITECTURES.register("resnet", "spiking ResNet: stem, stages of basic blocks, residual variants")
 def build_resnet(input_shape, n_classes, neurons: Neurons, *, variant: Variant = "spike-add",
-                 stem: int = 16, widths: Sizes = (16, 32, 64), blocks: int = 1,
+                 stem: Positive = 16, widths: Sizes = (16, 32, 64), blocks: Blocks = 1,
                  kernel: OddKernel = 3, batchnorm: Literal["bn", "bntt", "none"] = "bn",
-                 bntt_steps: int = 0, stem_stride: Literal[1, 2] = 1,
+                 bntt_steps: Annotated[int, Field(ge=0)] = 0, stem_stride: Literal[1, 2] = 1,
                  readout: Literal["avg", "flatten"] = "avg") -> SpikingSequential:
     """``widths``: channels of each stage; ``blocks``: basic blocks per stage; ``readout``:
     global average pool (the paper) or every position of the last stage into the Linear."""
     if len(input_shape) != 3:
         raise ConfigError(f"model 'resnet' needs image input (C, H, W), got shape {input_shape}",
                           "use model.arch: mlp for this dataset")
-    if blocks < 1 or stem < 1:
-        raise ConfigError(f"model 'resnet': blocks = {blocks} and stem = {stem} must be >= 1",
-                          "set model.blocks and model.stem to positive integers")
     if batchnorm == "bntt" and bntt_steps < 1:
         raise ConfigError("model 'resnet' with batchnorm: bntt needs bntt_steps",
                           "set model.bntt_steps to the recipe's time_steps")
