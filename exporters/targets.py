@@ -119,8 +119,8 @@ def run_in_batches(target: Target, artifact, x: np.ndarray, batch_size: int,
         size = min(target.batch_size, batch_size)
         cuts = list(range(0, n, size)) + [n]
     spans = list(zip(cuts[:-1], cuts[1:]))
-    if len(spans) == 1:
-        return target.run(artifact, x)
+    if len(spans) == 1:  # (x[:, 0:n]: an array as it is, a Samples read whole)
+        return target.run(artifact, x[:, 0:n])
     if workers <= 1:
         return Recording.concatenate([target.run(artifact, x[:, a:b]) for a, b in spans])
     stop = threading.Event()

@@ -8,6 +8,7 @@ optional ``y``, or from a registered dataset and the encoder settings given).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from spikeport.core import budget, transactions
+from spikeport.core.samples import Samples, npz_member
 from spikeport.core.errors import ConfigError, DataError, GraphError, RunDirError, SpikeportError
 
 NIR_FILE = "model.nir"
@@ -27,7 +29,7 @@ LOIHI_REPORT_FILE = "loihi_report.json"
 
 @dataclass
 class Inputs:
-    x: np.ndarray          # (T, B, *input_shape)
+    x: np.ndarray | Samples  # (T, B, *input_shape); Samples: read a block at a time
     y: np.ndarray | None   # (B,)
     source: str
 
@@ -121,9 +123,12 @@ def _check_samples(samples: int | None) -> None:
                              "pass a positive number of samples, or leave --samples out for all")
 
 
-def run_inputs(run_dir: str | Path, samples: int | None = None, split: str = "test") -> Inputs:
+def run_inputs(run_dir: str | Path, samples: int | None = None, split: str = "test",
+               lazy: bool = False) -> Inputs:
     """The run's test split, encoded exactly as `spikeport evaluate` encodes it (or, with
-    ``split="train"``, its training split encoded with a separate calibration seed)."""
+    ``split="train"``, its training split encoded with a separate calibration seed).
+    ``lazy``: x is a :class:`~spikeport.core.samples.Samples` encoding its samples as they
+    are read (the same values, one evaluation batch in memory at a time)."""
     from spikeport.training.loop import EVAL_SEED_OFFSET, build_components
     from spikeport.training.recipes import load_run_config
 
@@ -133,7 +138,7 @@ def run_inputs(run_dir: str | Path, samples: int | None = None, split: str = "te
     cfg = load_run_config(transactions.open_run(run_dir))
     c = build_components(cfg)
     offset = EVAL_SEED_OFFSET if split == "test" else EVAL_SEED_OFFSET + 1
-    gen = torch.Generator().manual_seed(cfg.train["seed"] + offset)
+    seed = cfg.train["seed"] + offset
     bs = cfg.train["eval_batch_size"]
     x_src = c.dataset.x_test if split == "test" else c.dataset.x_train
     y_src = c.dataset.y_test if split == "test" else c.dataset.y_train
@@ -141,24 +146,56 @@ def run_inputs(run_dir: str | Path, samples: int | None = None, split: str = "te
     # An event dataset's frames are spikes already: kept as they are (uint8, time first),
     # not encoded to float32 (spikeport.data.encoders.EventsEncoder.time_first).
     frames = getattr(c.encoder, "time_first", None)
-    # the encoded split, then its concatenation (float32), before any of it is made
     shape = (cfg.time_steps, n, *c.dataset.input_shape)
-    budget.check_bytes(budget.nbytes(shape, 1) if frames else 2 * budget.nbytes(shape, 4),
-                       f"the {split} split of {run_dir} encoded: {cfg.time_steps} steps x {n} "
-                       f"samples x {math.prod(c.dataset.input_shape)} inputs",
+    held = (min(n, bs),) if lazy else (n,)  # samples in memory at once
+    budget.check_bytes(budget.nbytes((cfg.time_steps, *held, *c.dataset.input_shape), 1)
+                       if frames else 2 * budget.nbytes((cfg.time_steps, *held,
+                                                         *c.dataset.input_shape), 4),
+                       f"the {split} split of {run_dir} encoded: {cfg.time_steps} steps x "
+                       f"{held[0]} samples x {math.prod(c.dataset.input_shape)} inputs",
                        "use fewer samples (--samples), or a run with fewer time_steps",
                        ConfigError)
     source = f"{cfg.dataset['name']} {split} split ({n} samples)"
     if frames is not None:
+        if lazy:
+            return Inputs(Samples(shape, np.uint8, lambda a, b: frames(x_src[a:b], cfg.time_steps),
+                                  bs), y_src[:n], source)
         return Inputs(frames(x_src[:n], cfg.time_steps), y_src[:n], source)
-    xs = []
-    x_all = torch.from_numpy(x_src)
-    # Encode batch by batch with the evaluation batch size, so the random stream (rate
-    # coding) is consumed exactly as in evaluation and sample i gets the same spikes.
-    for start in range(0, n, bs):
-        xs.append(c.encoder(x_all[start:start + bs], cfg.time_steps, gen)[:, :n - start])
-    x = torch.cat(xs, 1).numpy()
-    return Inputs(x, y_src[:n], source)
+    enc = _EncodedSplit(c.encoder, torch.from_numpy(x_src), cfg.time_steps, bs, seed, n)
+    x = Samples(shape, np.float32, enc.read, bs)
+    return Inputs(x if lazy else np.asarray(x), y_src[:n], source)
+
+
+class _EncodedSplit:
+    """A split encoded batch by batch with the evaluation batch size, so the random stream
+    (rate coding) is consumed exactly as in evaluation and sample i gets the same spikes
+    however the samples are read; reading backwards starts the stream again. Thread-safe
+    (``--workers`` reads shards from several threads)."""
+
+    def __init__(self, encoder, x_all: torch.Tensor, T: int, bs: int, seed: int, n: int):
+        self.encoder, self.x_all, self.T, self.bs, self.seed, self.n = encoder, x_all, T, bs, seed, n
+        self.lock = threading.Lock()
+        self.next = None  # the batch the generator encodes next
+        self.cached: tuple[int, np.ndarray] | None = None
+
+    def _batch(self, k: int) -> np.ndarray:
+        if self.cached is not None and self.cached[0] == k:
+            return self.cached[1]
+        if self.next is None or k < self.next:
+            self.gen, self.next = torch.Generator().manual_seed(self.seed), 0
+        while self.next <= k:
+            start = self.next * self.bs
+            enc = self.encoder(self.x_all[start:start + self.bs], self.T, self.gen)[:, :self.n - start]
+            self.cached, self.next = (self.next, enc.numpy()), self.next + 1
+        return self.cached[1]
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        with self.lock:
+            parts = [self._batch(k)[:, max(a - k * self.bs, 0):b - k * self.bs]
+                     for k in range(a // self.bs, -(-b // self.bs))]
+        if not parts:
+            return np.empty((self.T, 0, *self.x_all.shape[1:]), np.float32)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, 1)
 
 
 NPZ_FIX = "save inputs with np.savez(path, x=spikes (T, B, ...), y=labels (B,))"
@@ -179,10 +216,15 @@ def _npz_header(data, key: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(int(s) for s in shape), dtype
 
 
-def _npz_array(data, key: str, path: Path, itemsize: int) -> np.ndarray:
+def _npz_array(data, key: str, path: Path, itemsize: int, lazy: bool = False
+               ) -> np.ndarray | Samples:
     """The numeric array ``key``: its dtype and size checked from the header, before the
-    array is read (a header can claim any shape)."""
+    array is read (a header can claim any shape). ``lazy``: an uncompressed member of at
+    least two axes is read a block of samples at a time (:func:`npz_member`)."""
     shape, dtype = _npz_header(data, key, path)
+    lazy_x = npz_member(path, key) if lazy and dtype.kind in "biuf" else None
+    if lazy_x is not None:
+        return lazy_x
     if dtype.kind not in "biuf":
         what = _DTYPE_WORDS.get(dtype.kind, f"values of dtype {dtype}")
         raise DataError(f"{path}: {key} holds {what}, not numbers",
@@ -208,7 +250,7 @@ def _labels(y: np.ndarray, n: int, path: Path) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def npz_inputs(path: str | Path, samples: int | None = None) -> Inputs:
+def npz_inputs(path: str | Path, samples: int | None = None, lazy: bool = False) -> Inputs:
     """Inputs from an .npz with ``x`` (T, B, ...) and optional labels ``y`` (B,), its first
     ``samples``. Refused with the fix: a missing or unreadable file, a non-numeric x or y, an
     x of fewer than 3 axes or larger than the memory budget, labels that are not one class
@@ -226,7 +268,7 @@ def npz_inputs(path: str | Path, samples: int | None = None) -> Inputs:
                 raise DataError(f"{path} holds one array, not named arrays x and y", NPZ_FIX)
             if "x" not in data.files:
                 raise DataError(f"{path} has no array named 'x'", NPZ_FIX)
-            x = _npz_array(data, "x", path, 8)
+            x = _npz_array(data, "x", path, 8, lazy)
             y = _npz_array(data, "y", path, 8) if "y" in data.files else None
     except SpikeportError:
         raise
@@ -238,7 +280,7 @@ def npz_inputs(path: str | Path, samples: int | None = None) -> Inputs:
     if y is not None:
         y = _labels(y, x.shape[1], path)
     if samples is not None:
-        x = x[:, :samples]
+        x = x.head(samples) if isinstance(x, Samples) else x[:, :samples]
         y = None if y is None else y[:samples]
     return Inputs(x, y, str(path))
 
@@ -251,21 +293,23 @@ def check_inputs(graph: nir.NIRGraph, inputs: Inputs, targets: Sequence[str] = (
     """``inputs`` checked against ``graph`` before anything runs: x (T, B, *input shape) of
     finite numbers with at least one step and one sample (the graph's own input check,
     :meth:`spikeport.ir.program.Program.check_input`), only 0/1 when one of ``targets``
-    takes spikes only, labels within the graph's output classes. x comes back as float64."""
+    takes spikes only, labels within the graph's output classes. x comes back as float64
+    (a :class:`~spikeport.core.samples.Samples` x: checked a block at a time, converted as
+    it is read)."""
     from spikeport.ir.program import build_program
 
     program = build_program(graph)
-    x = program.check_input(inputs.x)
     spikes_only = [t for t in targets if t in SPIKE_INPUT_TARGETS]
-    if spikes_only:
-        analog = (x != 0) & (x != 1)
-        if analog.any():
-            idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(analog)), x.shape))
-            raise DataError(f"target {spikes_only[0]} takes only 0/1 input spikes; {inputs.source} "
-                            f"holds {x[idx]:g} at index {idx} ({int(analog.sum())} values are "
-                            "not 0 or 1)", "pass binary spikes (encode with rate, latency or "
-                            "delta; bin events with dataset.binarize: clip), or run on "
-                            "reference, snntorch or onnx")
+    x = inputs.x
+    if isinstance(x, Samples):
+        if x.ndim < 2 or x.shape[1] == 0:
+            program.check_input(x[:, 0:0])  # refuses it, saying why
+        for first, part in x.blocks():
+            _check_spikes(program.check_input(part, first), spikes_only, inputs.source, first)
+        x = x.map(lambda part: part.astype(np.float64), np.float64)
+    else:
+        x = program.check_input(x)
+        _check_spikes(x, spikes_only, inputs.source)
     y = inputs.y
     if y is not None:
         out = program.shapes.get(program.output)
@@ -278,6 +322,24 @@ def check_inputs(graph: nir.NIRGraph, inputs: Inputs, targets: Sequence[str] = (
                             f"graph, whose output has {out[0]} classes",
                             f"use labels 0 to {out[0] - 1}")
     return Inputs(x, y, inputs.source)
+
+
+def _check_spikes(x: np.ndarray, spikes_only: list[str], source: str,
+                  first: int | None = None) -> None:
+    """Refuse values other than 0 and 1 for a target that takes spikes only; ``first``: x
+    is the block of samples from that one on."""
+    if not spikes_only:
+        return
+    analog = (x != 0) & (x != 1)
+    if analog.any():
+        idx = [int(i) for i in np.unravel_index(int(np.argmax(analog)), x.shape)]
+        value = x[tuple(idx)]
+        idx[1] += first or 0
+        raise DataError(f"target {spikes_only[0]} takes only 0/1 input spikes; {source} "
+                        f"holds {value:g} at index {tuple(idx)}"
+                        + ("" if first is not None else f" ({int(analog.sum())} values are not 0 or 1)"),
+                        "pass binary spikes (encode with rate, latency or delta; bin events "
+                        "with dataset.binarize: clip), or run on reference, snntorch or onnx")
 
 
 def event_inputs(graph: nir.NIRGraph, spec, run_dir: Path | None = None,
@@ -313,22 +375,24 @@ def event_inputs(graph: nir.NIRGraph, spec, run_dir: Path | None = None,
 
 
 def _file_inputs(graph: nir.NIRGraph, input_file, samples: int | None,
-                 run_dir: Path | None = None) -> Inputs:
+                 run_dir: Path | None = None, lazy: bool = False) -> Inputs:
     from spikeport.data.event_files import EventFile
 
     if isinstance(input_file, EventFile):
         return event_inputs(graph, input_file, run_dir, samples)
-    return npz_inputs(input_file, samples)
+    return npz_inputs(input_file, samples, lazy)
 
 
 def resolve(run_or_graph: str | Path, input_file: str | Path | None = None,
-            samples: int | None = None, targets: Sequence[str] = (), dt: float | None = None
-            ) -> tuple[nir.NIRGraph, Inputs, Path | None]:
+            samples: int | None = None, targets: Sequence[str] = (), dt: float | None = None,
+            lazy: bool = False) -> tuple[nir.NIRGraph, Inputs, Path | None]:
     """(graph, inputs, run_dir or None) for a RUN_OR_GRAPH argument, the inputs checked
     against the graph (:func:`check_inputs`; ``targets``: the targets they will run on).
     ``input_file``: an ``.npz`` (:func:`npz_inputs`) or an event recording with its binning
     (an :class:`~spikeport.data.event_files.EventFile`, :func:`event_inputs`).
-    RUN/model.nir is written only once the inputs passed. ``dt``: see :func:`read_graph`."""
+    RUN/model.nir is written only once the inputs passed. ``dt``: see :func:`read_graph`.
+    ``lazy``: a test split or an uncompressed .npz stays on disk, read a block of samples at a
+    time (:class:`~spikeport.core.samples.Samples`), so memory does not grow with samples."""
     _check_samples(samples)
     p = Path(run_or_graph)
     if p.is_dir():
@@ -337,8 +401,8 @@ def resolve(run_or_graph: str | Path, input_file: str | Path | None = None,
             raise SpikeportError("--dt is for a .nir file that records no dt; a run's dt comes "
                                  "from its recipe", "drop --dt")
         graph, path = export_run_graph(p, write=False)
-        inputs = (_file_inputs(graph, input_file, samples, p) if input_file
-                  else run_inputs(p, samples))
+        inputs = (_file_inputs(graph, input_file, samples, p, lazy) if input_file
+                  else run_inputs(p, samples, lazy=lazy))
         inputs = check_inputs(graph, inputs, targets)
         write_run_graph(graph, path)
         return graph, inputs, p
@@ -346,4 +410,5 @@ def resolve(run_or_graph: str | Path, input_file: str | Path | None = None,
     if input_file is None:
         raise SpikeportError(f"{p} is a graph without data", "pass --input FILE.npz with x "
                              "(T, B, ...), or --events FILE with --bin-ms")
-    return graph, check_inputs(graph, _file_inputs(graph, input_file, samples), targets), None
+    return graph, check_inputs(graph, _file_inputs(graph, input_file, samples, lazy=lazy),
+                               targets), None

@@ -142,7 +142,8 @@ def validate(run_or_graph: str | Path, targets: list[str] | tuple[str, ...] = DE
     if samples is not None and samples < 1:
         raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")
     with transactions.run_transaction(run_or_graph) as tx:
-        graph, inputs, run_dir = runs.resolve(run_or_graph, input_file, samples, targets=names, dt=dt)
+        graph, inputs, run_dir = runs.resolve(run_or_graph, input_file, samples, targets=names, dt=dt,
+                                              lazy=True)
         result = compare_targets(graph, inputs.x, inputs.y, names, batch_size,
                                  options={"allow_approximation": allow_approximation},
                                  workers=workers)

@@ -226,8 +226,18 @@ def cutoff_report(o, y, exit_steps, forced=None) -> dict:
     the samples correct at T (NaN if there are none).
     """
     o = _check_o(o)
-    y = _check_y(y, o)
-    T, B = o.shape[0], o.shape[1]
+    return report_from_predictions(predictions(o), _check_y(y, o), exit_steps, forced)
+
+
+def report_from_predictions(pred, y, exit_steps, forced=None) -> dict:
+    """:func:`cutoff_report` from the per-step predictions (T, B) alone (:func:`predictions`
+    of the outputs, which is all the report reads: the estimator keeps them, not the outputs)."""
+    pred = np.asarray(pred)
+    y = np.asarray(y).astype(np.int64).reshape(-1)
+    T, B = pred.shape[0], pred.shape[1]
+    if y.shape[0] != B:
+        raise SpikeportError(f"{y.shape[0]} labels for {B} samples",
+                             "pass one label per sample (the B axis of o)")
     t = np.asarray(exit_steps).astype(np.int64).reshape(-1)
     if t.shape[0] != B:
         raise SpikeportError(f"{t.shape[0]} exit steps for {B} samples",
@@ -242,10 +252,10 @@ def cutoff_report(o, y, exit_steps, forced=None) -> dict:
         forced = t == T
         forced_definition = "exit at T (includes samples that met the criterion at T)"
     forced = np.asarray(forced, bool).reshape(-1)
-    pred = predictions(o)                                   # (T, B)
     at_cut = pred[t - 1, np.arange(B)]
     correct_T = pred[-1] == y
-    oct_ = oct_steps(o, y)
+    ok = np.logical_and.accumulate((pred == y[None, :])[::-1], axis=0)[::-1]  # as oct_steps
+    oct_ = np.where(ok.any(0), ok.argmax(0) + 1, T + 1)
     mean = float(t.mean())
     return {
         "samples": int(B),

@@ -79,6 +79,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spikeport.core import samples
 from spikeport.core.errors import GraphError
 from spikeport.core.recording import Recording
 from spikeport.estimation.batch import Batch, NotAvailable, spiky
@@ -322,12 +323,13 @@ class MetricsAccumulator:
         self.n = 0
 
     @classmethod
-    def for_target(cls, target, artifact, graph, x: np.ndarray) -> "MetricsAccumulator":
+    def for_target(cls, target, artifact, graph, x) -> "MetricsAccumulator":
         """The accumulator for a compiled target: it counts the network the target runs
         (``target.counted_graph``: Loihi's integer weights, pools folded) with the target's
-        ``Counting`` declarations; the input is binary iff every element of x is 0 or 1."""
+        ``Counting`` declarations; the input is binary iff every element of x (an array or
+        :class:`~spikeport.core.samples.Samples`, read a block at a time) is 0 or 1."""
         program = build_program(target.counted_graph(artifact, graph))
-        binary = bool(np.all((x == 0) | (x == 1)))
+        binary = all(bool(np.all((b == 0) | (b == 1))) for _, b in samples.blocks(x))
         return cls(program, binary, target.counting.matmul, target.counting.binary_spikes)
 
     def _start(self, T: int) -> None:

@@ -54,7 +54,7 @@ def calibrate(run_dir: Path, T: int, epsilon: float, samples: int | None, batch_
         except SpikeportError:
             pass  # stale or for another T: recalibrate and overwrite
     graph, _ = artifacts.export_run_graph(run_dir, write=False)
-    inputs = artifacts.run_inputs(run_dir, samples, split="train")
+    inputs = artifacts.run_inputs(run_dir, samples, split="train", lazy=True)
     ref = get_target("reference")
     rec = run_in_batches(ref, ref.compile(graph, {}), inputs.x, batch_size)
     th = co.calibrate_topk(_output_per_step(rec), inputs.y, epsilon=epsilon,
@@ -105,11 +105,11 @@ def _cutoff_rule(method: str, epsilon: float | None, run_dir: Path | None, input
 
 @dataclass
 class _Counted:
-    """What running the target batch by batch leaves: the metrics, the per-step outputs
-    (T, B, C), exit steps and forced mask (B,), the first sample's spikes, the latency, and
-    the compiled artifact."""
+    """What running the target batch by batch leaves: the metrics, the per-step predictions
+    (T, B) (not the outputs (T, B, C): memory), exit steps and forced mask (B,), the first
+    sample's spikes, the latency, and the compiled artifact."""
     metrics: dict
-    outputs: np.ndarray
+    predictions: np.ndarray
     exits: np.ndarray
     forced: np.ndarray
     first_sample: dict
@@ -132,7 +132,7 @@ def _run_and_count(tg, graph, x: np.ndarray, rule: CutoffRule, batch_size: int,
         o = _output_per_step(rec)
         t, f = rule.exits(o)
         acc.update(rec, xb, t)
-        outputs.append(o)
+        outputs.append(co.predictions(o).astype(np.int32))
         exits.append(t)
         forced.append(f)
         if first is None:
@@ -151,15 +151,14 @@ def _cutoff_summary(rule: CutoffRule, counted: _Counted, y: np.ndarray | None) -
     """The ``cutoff`` field of the result (None without labels)."""
     if y is None:
         return None
-    o, T = counted.outputs, counted.outputs.shape[0]
-    report = co.cutoff_report(o, y, counted.exits, counted.forced)
+    pred, T = counted.predictions, counted.predictions.shape[0]
+    report = co.report_from_predictions(pred, y, counted.exits, counted.forced)
     report["method"] = rule.method
     report["epsilon"] = rule.epsilon
     if rule.thresholds is not None:
         report["thresholds"] = rule.thresholds["thresholds"]
         report["calibration_set"] = rule.thresholds["calibration_set"]
-    Y = np.cumsum(o, 0)
-    report["accuracy_at_step"] = [float((Y[k].argmax(-1) == y).mean()) for k in range(T)]
+    report["accuracy_at_step"] = [float((pred[k] == y).mean()) for k in range(T)]
     return {"method": rule.method, "mean_steps": report["mean_steps"],
             "median_steps": report["median_steps"], "p95_steps": report["p95_steps"],
             "accuracy": report["accuracy_at_cutoff"], "full_accuracy": report["accuracy_at_T"],
@@ -237,7 +236,7 @@ def _estimate(tx: transactions.Transaction | None, run_or_graph, target: str, pr
               calibration_samples: int | None, batch_size: int, allow_approximation: bool,
               plots: str | Path | None, dt: float | None, workers: int) -> EstimateResult:
     graph, inputs, run_dir = artifacts.resolve(run_or_graph, input_file, samples,
-                                               targets=[target], dt=dt)
+                                               targets=[target], dt=dt, lazy=True)
     tg = get_target(target)
     names = [profile] if profile is not None else list(tg.profiles)
     profiles = {p: load_profile(p) for p in names}  # bad profile: fail before running anything

@@ -237,13 +237,15 @@ def delay_steps(node: nir.Delay, dt: float) -> int:
 # --------------------------------------------------------------------------- run time
 
 
-def check_input(x, shape: Shape, step_bytes: int = 0, sample_bytes: int = 0) -> np.ndarray:
+def check_input(x, shape: Shape, step_bytes: int = 0, sample_bytes: int = 0,
+                first: int | None = None) -> np.ndarray:
     """``x`` as a float64 array (T, B, *shape), refused unless it holds finite numbers, at
     least one step and one sample, and one step of one sample has the graph input's
     ``shape``; and unless the run fits the memory budget: the recording of ``step_bytes``
     per step and sample (counted twice: the steps, then their stack), ``sample_bytes`` per
     sample (state kept from step to step, and what one step allocates and frees) and the
-    float64 input."""
+    float64 input. ``first``: x is a block of a larger input that starts at that sample
+    (the messages count samples from there and do not count the whole input's bad values)."""
     shape = tuple(int(s) for s in shape)
     want = f"(T, B, {', '.join(map(str, shape))})"
     fix = "pass x with a time axis, a batch axis, then one step's input shape"
@@ -269,8 +271,10 @@ def check_input(x, shape: Shape, step_bytes: int = 0, sample_bytes: int = 0) -> 
     bad = ~np.isfinite(f)
     if bad.any():
         idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), f.shape))
-        raise GraphError(f"the input holds {f[idx]} at index {idx} ({int(bad.sum())} values "
-                         "are not finite)", "pass finite input values")
+        where = (idx[0], idx[1] + (first or 0), *idx[2:])
+        raise GraphError(f"the input holds {f[idx]} at index {where}"
+                         + ("" if first is not None else f" ({int(bad.sum())} values are not finite)"),
+                         "pass finite input values")
     return f
 
 

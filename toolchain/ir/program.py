@@ -62,12 +62,13 @@ class Program:
         """node -> its NIR type name."""
         return {n: type(v).__name__ for n, v in self.nodes.items()}
 
-    def check_input(self, x) -> np.ndarray:
+    def check_input(self, x, first: int | None = None) -> np.ndarray:
         """``x`` (T, B, *input_shape) as float64, checked against this program
-        (:func:`check_input`): what every target's ``run`` calls first."""
+        (:func:`check_input`): what every target's ``run`` calls first. ``first``: the
+        number of the first sample of x, for the messages (x a block of a larger input)."""
         step = sum(budget.nbytes(s) for s in self.shapes.values() if s is not None)
         return check_input(x, self.input_shape, step, self.transient_bytes
-                           + state_bytes(self.nodes, self.shapes, self.dt))
+                           + state_bytes(self.nodes, self.shapes, self.dt), first)
 
     def spiking_nodes(self) -> list[str]:
         return [n for n in self.order if isinstance(self.nodes[n], SPIKING)]
@@ -159,12 +160,12 @@ def build_program(graph: nir.NIRGraph, dt: float | None = None) -> Program:
 
 
 def check_input(x, input_shape: tuple[int, ...], step_bytes: int = 0,
-                sample_bytes: int = 0) -> np.ndarray:
+                sample_bytes: int = 0, first: int | None = None) -> np.ndarray:
     """The one check of an input array against a graph, used by every target's ``run``:
     ``x`` as float64 (T, B, *input_shape), finite, with at least one step and one sample,
     and a run of ``step_bytes`` recorded per step and sample plus ``sample_bytes`` of state
     and scratch per sample within the memory budget (:func:`spikeport.ir.checks.check_input`)."""
-    return checks.check_input(x, input_shape, step_bytes, sample_bytes)
+    return checks.check_input(x, input_shape, step_bytes, sample_bytes, first)
 
 
 def _check_edges(nodes: dict, edges: list[tuple[str, str]]) -> None:
