@@ -248,3 +248,19 @@ def test_loihi_aware_convolutions_are_exported_on_the_loihi_grid(aware):
 def test_loihi_aware_conv_needs_unpooled_layers():
     with pytest.raises(ConfigError, match="pool: none"):
         build_model("conv", (1, 8, 8), 3, pool="avg", loihi_aware=True)
+
+
+def test_a_checkpoint_with_trained_batchnorm_statistics_loads(tmp_path):
+    from spikeport.core.errors import CheckpointError
+    from spikeport.training.loop import check_state
+
+    fresh = build_model("resnet", SHAPE, 4, stem=2, widths=[2])
+    state = {k: v.clone() for k, v in fresh.state_dict().items()}
+    moved = [k for k in state if "running_" in k or "num_batches" in k]
+    assert "layers.1.running_var" in moved and "layers.3.body.1.running_mean" in moved
+    for k in moved:  # what training does to BatchNorm's statistics
+        state[k] = state[k] + 3
+    check_state(state, fresh, tmp_path / "checkpoint.pt")
+    state["layers.2.threshold"] = state["layers.2.threshold"] + 1  # a config constant
+    with pytest.raises(CheckpointError, match="layers.2.threshold"):
+        check_state(state, fresh, tmp_path / "checkpoint.pt")

@@ -374,9 +374,13 @@ def check_state(state: dict[str, torch.Tensor], model: torch.nn.Module, source: 
     """Refuse a state dict that does not fit ``model``: the first missing or unknown name,
     the first tensor of another shape (both shapes named) or of a non-float dtype, the first
     buffer (a value the config sets and training never changes: a fixed threshold or decay,
-    the reset mechanism) that differs from the config's."""
+    the reset mechanism; BatchNorm's running statistics are trained) that differs from the
+    config's."""
     own = model.state_dict()
-    trained = {name for name, _ in model.named_parameters()}
+    trained = {name for name, _ in model.named_parameters()} | {  # and what BatchNorm tracks
+        f"{n}.{b}" if n else b for n, m in model.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        for b, _ in m.named_buffers(recurse=False)}
     fix = ("retrain the run with `spikeport train --force`, or restore the checkpoint.pt "
            "that goes with this config.yaml")
     where = f"checkpoint {source} does not match its config.yaml"
