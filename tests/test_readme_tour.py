@@ -15,10 +15,12 @@ command and its flags; only what would take minutes or does not exist is swapped
 - `--recipe my.yaml` (the user's own file) is a copy of that tiny recipe.
 - `--to nir|onnx|loihi` runs once per format.
 - `make bench` runs the Makefile's `bench` command on the tour's tiny run with
-  `--samples 2 --estimator-targets ""`: the Lava side (emulator against Lava, batched
+  `--samples 2 --estimator-targets "" --no-scale`: the Lava side (emulator against Lava, batched
   against per-sample runs) on 2 samples, not 20 (a Lava run per sample costs seconds),
-  and no estimator timing (3 minutes on the tiny run; tests/test_estimate_cli.py runs
-  bench_estimator). `make` itself is not run: its prerequisites are the install.
+  no estimator timing (3 minutes on the tiny run; tests/test_estimate_cli.py runs
+  bench_estimator), and `--no-scale` (training in 1 and 2 processes, estimate's memory,
+  binning 60,000 recordings: minutes and 4 GB; tests/test_bench_scale.py runs them small).
+  `make` itself is not run: its prerequisites are the install.
 """
 import json
 import re
@@ -73,7 +75,7 @@ def substitute(argv: list[str], cwd: Path) -> list[list[str]]:
     if argv[:2] == ["make", "bench"]:
         cmds = make_target("bench")
         assert cmds and all(c[0] == str(BIN / "spikeport") for c in cmds), cmds
-        return [c + ["--samples", "2", "--estimator-targets", ""] for c in cmds]
+        return [c + ["--samples", "2", "--estimator-targets", "", "--no-scale"] for c in cmds]
     assert argv[0] == ".venv/bin/spikeport", f"the tour runs spikeport commands: {argv}"
     argv = [str(BIN / "spikeport")] + argv[1:]
     if "--recipe" in argv:

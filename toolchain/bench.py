@@ -194,6 +194,74 @@ def bench_workers(run_dir: str | Path, samples: int = 20, workers: int = 2) -> d
             "identical_results": results[1] == results[workers]}
 
 
+# ---------------------------------------------------------------------------- scale-out
+
+def bench_training(recipe: str = "digits", epochs: int = 5, nproc: int = 2) -> dict:
+    """``train --recipe RECIPE`` for ``epochs`` epochs in one process and in ``nproc``
+    (:mod:`spikeport.training.distributed`), side by side: end-to-end wall time (process
+    start, data loading and evaluation included) and training samples per second."""
+    import tempfile
+
+    from spikeport.training.loop import train
+    from spikeport.training.recipes import load_recipe
+
+    cfg = load_recipe(recipe, [f"train.epochs={epochs}"])
+    out: dict = {"recipe": recipe, "epochs": epochs}
+    with tempfile.TemporaryDirectory(prefix="spikeport-bench-train-") as tmp:
+        for n in (1, nproc):
+            t0 = time.perf_counter()
+            result = train(cfg, Path(tmp) / f"p{n}", nproc=n)
+            seconds = time.perf_counter() - t0
+            seen = epochs * _train_size(cfg)
+            out[f"{n}_processes"] = {"seconds": seconds, "samples_per_s": seen / seconds,
+                                     "test_accuracy": result.test_accuracy}
+    out["speedup"] = out["1_processes"]["seconds"] / out[f"{nproc}_processes"]["seconds"]
+    return out
+
+
+def _train_size(cfg) -> int:
+    from spikeport.data.datasets import load_dataset
+
+    return len(load_dataset(cfg.dataset["name"], **cfg.params("dataset")).y_train)
+
+
+_PEAK = """
+import re, sys
+from spikeport.estimation.pipeline import estimate
+estimate(sys.argv[1], sys.argv[2], cutoff="confidence", input_file=sys.argv[3])
+print(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+"""
+
+
+def bench_estimate_memory(run_dir: str | Path, target: str = "loihi-emu",
+                          sizes: tuple[int, ...] = (1000, 10000)) -> dict:
+    """Peak resident memory (VmHWM) of ``estimate`` on ``sizes`` samples of the run's
+    training split (repeated to reach the size), each in a fresh process, inputs in an
+    uncompressed .npz read a block at a time."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import nir
+
+    graph, _ = artifacts.export_run_graph(run_dir, write=False)
+    x = artifacts.run_inputs(run_dir, split="train")
+    peaks = {}
+    with tempfile.TemporaryDirectory(prefix="spikeport-bench-mem-") as tmp:
+        nir.write(Path(tmp) / "model.nir", graph)
+        for n in sizes:
+            idx = np.arange(n) % x.x.shape[1]
+            path = Path(tmp) / f"in{n}.npz"
+            np.savez(path, x=x.x[:, idx], y=x.y[idx])
+            done = subprocess.run([sys.executable, "-c", _PEAK, str(Path(tmp) / "model.nir"),
+                                   target, str(path)], capture_output=True, text=True, check=True)
+            peaks[n] = int(done.stdout.split()[-1]) * 1024
+    first, last = sizes[0], sizes[-1]
+    return {"target": target, "T": int(x.x.shape[0]), "peak_bytes": peaks,
+            "input_bytes": {n: int(x.x[:, :1].nbytes) * n for n in sizes},
+            "growth": peaks[last] / peaks[first] - 1}
+
+
 # ---------------------------------------------------------------------------- binning
 
 def synthetic_events(first: int, count: int, events_per_recording: int, duration_us: int,
@@ -353,11 +421,13 @@ def bench_binning(recordings: int = 60_000, **kwargs) -> dict:
 
 def run_benchmarks(run_dir: str | Path, samples: int = 20,
                    estimator_targets: tuple[str, ...] = ("reference", "snntorch", "onnx", "loihi-emu"),
-                   out: str | Path | None = None, binning_recordings: int = 60_000) -> dict:
+                   out: str | Path | None = None, binning_recordings: int = 60_000,
+                   scale: bool = True) -> dict:
     """``spikeport bench``: :func:`bench` on ``samples`` test samples, then
     :func:`bench_estimator` on each of ``estimator_targets``, then :func:`bench_workers`,
-    then :func:`bench_binning` on ``binning_recordings`` synthetic recordings (0: skipped);
-    also written to ``out``."""
+    and with ``scale``: :func:`bench_training` (digits, 1 and 2 processes),
+    :func:`bench_estimate_memory`, then :func:`bench_binning` on ``binning_recordings``
+    synthetic recordings (0: skipped); also written to ``out``."""
     from spikeport.core import io
     from spikeport.core.errors import SpikeportError
 
@@ -369,7 +439,10 @@ def run_benchmarks(run_dir: str | Path, samples: int = 20,
     result = bench(run_dir, samples)
     result["estimator"] = [bench_estimator(run_dir, t) for t in estimator_targets]
     result["validate_workers"] = bench_workers(run_dir, samples)
-    if binning_recordings:
+    if scale:
+        result["training_processes"] = bench_training()
+        result["estimate_memory"] = bench_estimate_memory(run_dir)
+    if scale and binning_recordings:
         result["binning"] = bench_binning(binning_recordings)
     if out is not None:
         io.write_json(out, result)

@@ -299,13 +299,18 @@ def bench_cmd(
     estimator_targets: str = typer.Option(
         "reference,snntorch,onnx,loihi-emu", "--estimator-targets",
         help="targets on which to time estimation against plain inference (whole test split)"),
+    scale: bool = typer.Option(True, "--scale/--no-scale", help="also the scale-out benchmarks: "
+                               "training in 1 and 2 processes, estimate's memory at 1,000 and "
+                               "10,000 samples, binning 60,000 event recordings (minutes, 4 GB "
+                               "of temporary disk)"),
 ):
-    """Time the Loihi emulator against Lava, one batched Lava run against per-sample runs, and
-    estimation against plain inference."""
+    """Time the Loihi emulator against Lava, one batched Lava run against per-sample runs,
+    estimation against plain inference, validation with 1 and 2 workers, and (--scale) the
+    scale-out benchmarks (docs/benchmarks.md)."""
     from spikeport.bench import run_benchmarks
 
     names = tuple(t.strip() for t in estimator_targets.split(",") if t.strip())
-    _print_json(run_benchmarks(run, samples, names, out))
+    _print_json(run_benchmarks(run, samples, names, out, scale=scale))
 
 
 @app.command("estimate")
