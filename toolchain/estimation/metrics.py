@@ -387,7 +387,9 @@ class MetricsAccumulator:
             "input": {"events_per_step": (self.input_step / n).tolist(),
                       "events_per_sample": float(self.input_step.sum() / n)},
         }
-        layers = {name: L.report(n, name in net.hidden) for name, L in self.layers.items()}
+        labels = net.labels()
+        layers = {name: {"label": labels[name], **L.report(n, name in net.hidden)}
+                  for name, L in self.layers.items()}
         out["layers"] = layers
         out["spikes_per_sample"] = float(sum(L.step.sum() for L in self.layers.values()) / n)
         out["spikes_per_step"] = (sum((L.step for L in self.layers.values()),

@@ -80,6 +80,23 @@ class CountedNetwork:
         self._counters: dict[str, ConnectionCounter] = {}
         self._shapes: dict[str, ConnectionShape] = {}
 
+    def labels(self) -> dict[str, str]:
+        """Each spiking population by its role in forward order, its neuron model and its
+        size, for reports: ``hidden1 LIF 512``, ``hidden2 CubaLIF 128``, ``output LIF 10``
+        (``output1``, ``output2``, ... where several populations feed the output)."""
+        outputs = [n for n in self.spiking if n not in self.hidden]
+        out, k = {}, 0
+        for name in self.spiking:
+            if name in self.hidden:
+                k += 1
+                role = f"hidden{k}"
+            else:
+                role = "output" if len(outputs) == 1 else f"output{outputs.index(name) + 1}"
+            shape = self.program.shapes.get(name)
+            size = "" if shape is None else f" {int(np.prod(shape))}"
+            out[name] = f"{role} {type(self.program.nodes[name]).__name__}{size}"
+        return out
+
     def _output_layers(self) -> list[str]:
         """The spiking nodes whose spikes reach the graph output through pass-throughs."""
         out, seen, stack = [], set(), [self.program.output]

@@ -46,7 +46,7 @@ def _spikes_per_layer(plt, result: EstimateResult):
     layers = result.metrics["layers"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     names = list(layers)
-    ax.bar([f"{n}\n({layers[n]['neurons']})" for n in names],
+    ax.bar([_label(result, n).replace(" ", "\n", 1) for n in names],
            [layers[n]["spikes_per_sample"]["mean"] for n in names], color="#4477aa")
     ax.set_ylabel("spikes per sample (up to exit)")
     ax.set_title(f"{result.target}: spikes per layer")
@@ -62,7 +62,7 @@ def _raster(plt, result: EstimateResult):
         s = np.asarray(s).reshape(s.shape[0], -1)  # (T, N)
         t, i = np.nonzero(s)
         ax.scatter(t + 1, i, s=2, color="black")
-        ax.set_ylabel(f"{name}\n({s.shape[1]} neurons)", fontsize=8)
+        ax.set_ylabel(_label(result, name).replace(" ", "\n", 1), fontsize=8)
         ax.set_ylim(-0.5, s.shape[1] - 0.5)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -120,6 +120,11 @@ def _energy(plt, result: EstimateResult):
     return fig
 
 
+def _label(result: EstimateResult, node: str) -> str:
+    """A population's readable name (``hidden1 LIF 512``), else the node's own."""
+    return result.metrics["layers"].get(node, {}).get("label", node)
+
+
 def _layer_energy(result: EstimateResult) -> list[tuple[str, float]]:
     """(label, joules) per connection and per population, priced with the first profile's
     constants (event-driven profiles only: a dense device has no per-layer activity)."""
@@ -139,5 +144,5 @@ def _layer_energy(result: EstimateResult) -> list[tuple[str, float]]:
         joules = (active * (e_act or 0.0) + (u["dense_per_sample"] - active) * (e_idle or 0.0)
                   + m["layers"].get(name, {}).get("spikes_per_sample", {}).get("mean", 0.0)
                   * const.get("e_spike", 0.0))
-        rows.append((f"neurons {name}", joules))
+        rows.append((f"neurons {_label(result, name)}", joules))
     return [(label, v) for label, v in rows if v > 0]

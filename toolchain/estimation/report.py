@@ -93,11 +93,14 @@ class EstimateResult:
 
 
 def _population_lines(m: dict) -> list[str]:
-    lines = [f"{'population':<18} {'neurons':>8} {'spikes/sample':>14} {'rate':>8} {'usage':>7}"]
+    width = max([len("population")] + [len(L["label"]) for L in m["layers"].values()])
+    nodes = max([len("node")] + [len(name) for name in m["layers"]])
+    lines = [f"{'population':<{width}} {'node':<{nodes}} {'spikes/sample':>14} {'rate':>8} "
+             f"{'usage':>7}"]
     for name, L in m["layers"].items():
-        lines.append(f"{name:<18} {L['neurons']:>8} {L['spikes_per_sample']['mean']:>14.1f} "
-                     f"{L['firing_rate']:>8.4f} {L['usage']['mean']:>7.3f}"
-                     f"{'' if L['hidden'] else '  (output)'}")
+        lines.append(f"{L['label']:<{width}} {name:<{nodes}} "
+                     f"{L['spikes_per_sample']['mean']:>14.1f} {L['firing_rate']:>8.4f} "
+                     f"{L['usage']['mean']:>7.3f}")
     lines += ["", f"{'connection':<18} {'kind':>5} {'synops/sample':>14} {'per synapse':>12} {'ANN MACs':>10}"]
     for name, c in m["synops"].items():
         per = c["effective_per_synapse"]
