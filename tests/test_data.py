@@ -6,7 +6,9 @@ from spikeport.core.errors import ConfigError, DataError, UnknownNameError
 
 
 def test_registry():
-    assert DATASETS.names() == ["digits", "digits-events", "fashion-mnist", "mnist-5k", "nmnist-sim"]
+    assert DATASETS.names() == ["cifar10-dvs", "digits", "digits-events", "dvs-gesture",
+                                "fashion-mnist", "mnist-5k", "ncaltech101", "nmnist",
+                                "nmnist-sim", "ntidigits18", "pokerdvs", "shd"]
 
 
 def test_digits_split_is_stratified_disjoint_and_fixed_by_seed():
@@ -52,11 +54,14 @@ def test_fashion_mnist_reads_idx_files(tmp_path):
         with gzip.open(tmp_path / f"{name}.gz", "wb") as f:
             f.write(header + body.tobytes())
 
+    def header(*dims):  # IDX: magic 0x0000080N (unsigned bytes, N axes), then big-endian sizes
+        return np.array([0x800 + len(dims), *dims], ">u4").tobytes()
+
     imgs = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28) % 251
-    write("train-images-idx3-ubyte", b"\0" * 16, imgs)
-    write("t10k-images-idx3-ubyte", b"\0" * 16, imgs[:1])
-    write("train-labels-idx1-ubyte", b"\0" * 8, np.array([3, 7], np.uint8))
-    write("t10k-labels-idx1-ubyte", b"\0" * 8, np.array([9], np.uint8))
+    write("train-images-idx3-ubyte", header(2, 28, 28), imgs)
+    write("t10k-images-idx3-ubyte", header(1, 28, 28), imgs[:1])
+    write("train-labels-idx1-ubyte", header(2), np.array([3, 7], np.uint8))
+    write("t10k-labels-idx1-ubyte", header(1), np.array([9], np.uint8))
     ds = load_fashion_mnist(root=tmp_path)
     assert ds.x_train.shape == (2, 1, 28, 28) and ds.y_train.tolist() == [3, 7]
     assert ds.y_test.tolist() == [9]
