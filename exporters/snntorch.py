@@ -365,13 +365,20 @@ def import_graph(graph: nir.NIRGraph, dt: float | None = None) -> NIRModule:
 
 
 def _compile(graph, options=None):
-    return import_graph(graph, (options or {}).get("dt"))
+    """The graph as a torch module on ``options["device"]`` (default the CPU)."""
+    from spikeport.core.devices import check_device
+
+    options = options or {}
+    module = import_graph(graph, options.get("dt"))
+    module.device = check_device(options.get("device") or "cpu")
+    return module.to(module.device)
 
 
 @torch.no_grad()
 def _run(module: NIRModule, x: np.ndarray) -> Recording:
-    values = module.run(torch.as_tensor(module.program.check_input(x)))
-    values = {n: v.numpy() for n, v in values.items()}
+    device = getattr(module, "device", torch.device("cpu"))
+    values = module.run(torch.as_tensor(module.program.check_input(x), device=device))
+    values = {n: v.cpu().numpy() for n, v in values.items()}
     spiking = module.spiking_nodes()
     check_values(values, module.program.kinds(), spiking)
     return Recording(values, module.program.output, spiking, module.program.dt)

@@ -85,6 +85,8 @@ def user_errors(fn):
 DT_OPTION = typer.Option(None, "--dt", help="seconds per step of a .nir file that records no dt")
 WORKERS_OPTION = typer.Option(1, "--workers", help="sample shards to run at once (Lava: "
                               "simulator processes); same result for any number")
+DEVICE_OPTION = typer.Option("cpu", "--device", help="where the torch-based target (snntorch) "
+                             "computes: cpu, or cuda where present")
 EVENTS_OPTION = typer.Option(None, "--events", help="an event recording (.npy, .h5 or "
                              ".aedat4), binned as the run's recipe says or by --bin-ms")
 BIN_MS_OPTION = typer.Option(None, "--bin-ms", help="milliseconds per step when binning --events "
@@ -240,6 +242,7 @@ def run_cmd(
     crop: Optional[str] = CROP_OPTION,
     dt: Optional[float] = DT_OPTION,
     workers: int = WORKERS_OPTION,
+    device: str = DEVICE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run a graph on one target and report output spikes (and accuracy with labels)."""
@@ -247,7 +250,7 @@ def run_cmd(
 
     (name,) = _targets_option(target)
     info = run(graph, name, input_file=_inputs(input_file, events, bin_ms, crop),
-               samples=samples, out=out, dt=dt, workers=workers).to_json()
+               samples=samples, out=out, dt=dt, workers=workers, device=device).to_json()
     if as_json:
         _print_json(info)
     else:
@@ -269,6 +272,7 @@ def validate_cmd(
     crop: Optional[str] = CROP_OPTION,
     dt: Optional[float] = DT_OPTION,
     workers: int = WORKERS_OPTION,
+    device: str = DEVICE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Run the same inputs on several targets: accuracy per target, spike mismatches per pair."""
@@ -276,7 +280,8 @@ def validate_cmd(
 
     result = validate(run_or_graph, _targets_option(targets), samples=samples,
                       input_file=_inputs(input_file, events, bin_ms, crop),
-                      allow_approximation=allow_approximation, dt=dt, workers=workers)
+                      allow_approximation=allow_approximation, dt=dt, workers=workers,
+                      device=device)
     if as_json:
         _print_json(result.to_json())
         return
@@ -332,6 +337,7 @@ def estimate_cmd(
     crop: Optional[str] = CROP_OPTION,
     dt: Optional[float] = DT_OPTION,
     workers: int = WORKERS_OPTION,
+    device: str = DEVICE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ):
     """Spikes, hidden-neuron usage, synaptic ops, anytime-cutoff latency and energy on a target."""
@@ -343,7 +349,7 @@ def estimate_cmd(
     result = estimate(run_or_graph, name, profile=profile, cutoff=cutoff, epsilon=epsilon,
                       samples=samples, input_file=_inputs(input_file, events, bin_ms, crop),
                       allow_approximation=allow_approximation, plots=plots, dt=dt,
-                      workers=workers)
+                      workers=workers, device=device)
     if as_json:
         _print_json(result.to_json())
     else:

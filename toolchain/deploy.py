@@ -16,6 +16,7 @@ import numpy as np
 
 from spikeport import runs
 from spikeport.core import io, transactions
+from spikeport.core.devices import check_device
 from spikeport.core.errors import SpikeportError
 from spikeport.core.recording import predict
 from spikeport.exporters.targets import get_target, run_in_batches, target_names
@@ -99,12 +100,15 @@ class RunResult:
 
 def run(run_or_graph: str | Path, target: str = "reference", *,
         input_file: str | Path | None = None, samples: int | None = None,
-        out: str | Path | None = None, dt: float | None = None, workers: int = 1) -> RunResult:
+        out: str | Path | None = None, dt: float | None = None, workers: int = 1,
+        device: str = "cpu") -> RunResult:
     """Run a run directory (its test split) or a ``.nir`` file (with ``input_file``) on one
     target; with ``out``, every node's values (T, B, ...) go into that ``.npz``. ``dt``: the
     step of a graph that records none (:func:`spikeport.runs.read_graph`). ``workers``: sample
-    shards run at once (:func:`spikeport.exporters.targets.run_in_batches`)."""
+    shards run at once (:func:`spikeport.exporters.targets.run_in_batches`). ``device``: where
+    the torch-based target (snntorch) computes; the others run on the CPU."""
     runs.check_workers(workers)
+    check_device(device)
     known = target_names()
     if target not in known:
         raise SpikeportError(f"unknown target {target!r}", f"use one of: {', '.join(known)}")
@@ -121,7 +125,8 @@ def run(run_or_graph: str | Path, target: str = "reference", *,
     graph, inputs, _ = runs.resolve(run_or_graph, input_file, samples, targets=[target], dt=dt)
     t = get_target(target)
     n = inputs.x.shape[1]
-    rec = run_in_batches(t, t.compile(graph, {}), inputs.x, -(-n // workers), workers)
+    rec = run_in_batches(t, t.compile(graph, {"device": device}), inputs.x, -(-n // workers),
+                         workers)
     output = rec.aligned(rec.output)
     result = RunResult(
         target=target, samples=int(n), steps=int(inputs.x.shape[0]),

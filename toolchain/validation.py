@@ -20,6 +20,7 @@ import nir
 import numpy as np
 
 from spikeport import runs
+from spikeport.core.devices import check_device
 from spikeport.core import io, transactions
 from spikeport.core.errors import SpikeportError
 from spikeport.core.recording import Recording, predict
@@ -130,13 +131,14 @@ def compare_targets(graph: nir.NIRGraph, x: np.ndarray, y: np.ndarray | None,
 def validate(run_or_graph: str | Path, targets: list[str] | tuple[str, ...] = DEFAULT_TARGETS, *,
              samples: int | None = None, input_file: str | Path | None = None,
              allow_approximation: bool = False, batch_size: int = 128,
-             dt: float | None = None, workers: int = 1) -> ValidationResult:
+             dt: float | None = None, workers: int = 1, device: str = "cpu") -> ValidationResult:
     """Validate a run directory (its test split) or a ``.nir`` file (with ``input_file``) on
     ``targets``; a run directory also gets the result as ``validation.json``, committed
     with the ``model.nir`` it was computed from (interrupted: neither changes). ``dt``: the
     step of a graph that records none (:func:`spikeport.runs.read_graph`). ``workers``: sample
     shards run at once on each target (Lava: that many simulator processes); the result is
-    the same for any number."""
+    the same for any number. ``device``: where the torch-based target (snntorch) computes."""
+    check_device(device)
     names = check_target_names(list(targets))
     runs.check_workers(workers)
     if samples is not None and samples < 1:
@@ -145,7 +147,8 @@ def validate(run_or_graph: str | Path, targets: list[str] | tuple[str, ...] = DE
         graph, inputs, run_dir = runs.resolve(run_or_graph, input_file, samples, targets=names, dt=dt,
                                               lazy=True)
         result = compare_targets(graph, inputs.x, inputs.y, names, batch_size,
-                                 options={"allow_approximation": allow_approximation},
+                                 options={"allow_approximation": allow_approximation,
+                                          "device": device},
                                  workers=workers)
         result.inputs = inputs.source
         require_finite(result.to_json(), "validation")

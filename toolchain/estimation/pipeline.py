@@ -26,6 +26,7 @@ import numpy as np
 from spikeport.exporters.targets import get_target, run_in_batches
 from spikeport import runs as artifacts
 from spikeport.core import transactions
+from spikeport.core.devices import check_device
 from spikeport.core.errors import SpikeportError
 from spikeport.training.scores import require_finite
 from spikeport.estimation import cutoff as co
@@ -118,9 +119,9 @@ class _Counted:
 
 
 def _run_and_count(tg, graph, x: np.ndarray, rule: CutoffRule, batch_size: int,
-                   allow_approximation: bool, workers: int = 1) -> _Counted:
+                   options: dict, workers: int = 1) -> _Counted:
     """Run the target on x in chunks; cut each chunk off and count it up to its exits."""
-    artifact = tg.compile(graph, {"allow_approximation": allow_approximation})
+    artifact = tg.compile(graph, options)
     # count on the network the target runs (Loihi: integer weights, pools folded)
     acc = MetricsAccumulator.for_target(tg, artifact, graph, x)
     runner = tg.counting_run()
@@ -204,7 +205,7 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
              epsilon: float | None = None, samples: int | None = None, input_file=None,
              calibration_samples: int | None = 1000, batch_size: int = 128,
              allow_approximation: bool = False, plots: str | Path | None = None,
-             dt: float | None = None, workers: int = 1) -> EstimateResult:
+             dt: float | None = None, workers: int = 1, device: str = "cpu") -> EstimateResult:
     """Estimate a run directory (its test split) or a ``.nir`` graph (on ``input_file``) as
     deployed on ``target``: see the module docstring. With a run directory, the result is
     also written to ``RUN/estimate-TARGET.json`` (:meth:`EstimateResult.as_dict`); with
@@ -215,6 +216,7 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
     ``workers``: sample shards run at once (Lava: simulator processes); same result for any
     number (:func:`spikeport.exporters.targets.run_in_batches`)."""
     artifacts.check_workers(workers)
+    check_device(device)
     if cutoff not in CUTOFFS:
         raise SpikeportError(f"unknown cutoff {cutoff!r}", f"use one of: {', '.join(CUTOFFS)}")
     if plots is not None:
@@ -228,20 +230,22 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
     with commit as tx:
         return _estimate(tx, run_or_graph, target, profile, cutoff, epsilon, samples, input_file,
                          calibration_samples, batch_size, allow_approximation, plots, dt,
-                         workers)
+                         workers, device)
 
 
 def _estimate(tx: transactions.Transaction | None, run_or_graph, target: str, profile: str | None,
               cutoff: str, epsilon: float | None, samples: int | None, input_file,
               calibration_samples: int | None, batch_size: int, allow_approximation: bool,
-              plots: str | Path | None, dt: float | None, workers: int) -> EstimateResult:
+              plots: str | Path | None, dt: float | None, workers: int,
+              device: str = "cpu") -> EstimateResult:
     graph, inputs, run_dir = artifacts.resolve(run_or_graph, input_file, samples,
                                                targets=[target], dt=dt, lazy=True)
     tg = get_target(target)
     names = [profile] if profile is not None else list(tg.profiles)
     profiles = {p: load_profile(p) for p in names}  # bad profile: fail before running anything
     rule = _cutoff_rule(cutoff, epsilon, run_dir, inputs, calibration_samples, batch_size)
-    counted = _run_and_count(tg, graph, inputs.x, rule, batch_size, allow_approximation, workers)
+    counted = _run_and_count(tg, graph, inputs.x, rule, batch_size,
+                             {"allow_approximation": allow_approximation, "device": device}, workers)
     m = counted.metrics
     counts = energy_counts(m)
     mappings = _mappings(tg, counted.artifact, profiles)

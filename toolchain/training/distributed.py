@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.distributed as dist
 
+from spikeport.core.devices import check_device  # noqa: F401 (the training side's import)
 from spikeport.core.errors import ConfigError, SpikeportError
 
 # A rank waiting for the others gives up after this long (gloo's default is 30 minutes);
@@ -58,23 +59,6 @@ def current() -> Shard:
     if dist.is_available() and dist.is_initialized():
         return Shard(dist.get_rank(), dist.get_world_size())
     return Shard()
-
-
-def check_device(device: str) -> torch.device:
-    """``cpu`` or ``cuda`` (``cuda:N``), refused in one line where CUDA is absent."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"unknown device {device!r}", "use --device cpu or --device cuda") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {device!r} is not supported", "use --device cpu or --device cuda")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device} needs CUDA, and this torch {torch.__version__} sees "
-                          "no CUDA device", "use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices",
-                          "use --device cuda:0")
-    return dev
 
 
 def backend(device: torch.device) -> str:
