@@ -9,6 +9,7 @@ def catalog() -> dict[str, list[tuple[str, str]]]:
     from spikeport.models.architectures import ARCHITECTURES
     from spikeport.models.neurons import NEURONS, SURROGATES
     from spikeport.training.losses import LOSSES
+    from spikeport.training.methods import method_registry
     from spikeport.training.optimizers import OPTIMIZERS
     from spikeport.training.recipes import RECIPES
 
@@ -19,6 +20,7 @@ def catalog() -> dict[str, list[tuple[str, str]]]:
         "datasets": rows(DATASETS),
         "encoders": rows(ENCODERS),
         "losses": rows(LOSSES),
+        "methods": rows(method_registry()),
         "models": rows(ARCHITECTURES),
         "neurons": rows(NEURONS),
         "surrogates": rows(SURROGATES),

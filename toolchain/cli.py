@@ -127,6 +127,10 @@ def _print_metrics(result, as_json: bool) -> None:
             ("hidden usage", "n/a" if result.hidden_usage is None
              else f"{result.hidden_usage:.4f} (fraction of hidden neurons spiking per example)"),
             ("test examples", str(result.n_test))]
+    for key, label in (("knn_accuracy", "kNN accuracy"),
+                       ("linear_probe_accuracy", "linear probe accuracy")):
+        if getattr(result, key, None) is not None:  # an embedding method's run
+            rows.insert(-1, (label, f"{getattr(result, key):.4f}"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         typer.echo(f"{k:<{width}}  {v}")
@@ -435,8 +439,8 @@ def lava_path():
 
 @app.command("list")
 @user_errors
-def list_(what: str = typer.Argument("all", help="datasets, encoders, losses, models, neurons, surrogates, optimizers, recipes or all")):
-    """List the registered datasets, encoders, losses, models, neurons, surrogates, optimizers and recipes."""
+def list_(what: str = typer.Argument("all", help="datasets, encoders, losses, methods, models, neurons, surrogates, optimizers, recipes or all")):
+    """List the registered datasets, encoders, losses, training methods, models, neurons, surrogates, optimizers and recipes."""
     from spikeport.catalog import catalog
 
     cat = catalog()

@@ -19,7 +19,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -37,11 +37,10 @@ from spikeport.core.recording import predict
 from spikeport.core import interrupts
 from spikeport.training import distributed
 from spikeport.training.losses import LayerTrace, Regularizer, make_loss, make_regularizer
+from spikeport.training.methods import EVAL_SEED_OFFSET, diverged as _diverged, make_method
 from spikeport.training.scores import HiddenUsage, classification_metrics, require_finite
 
 log = logging.getLogger(__name__)
-
-EVAL_SEED_OFFSET = 0x5EED
 
 
 @dataclass
@@ -52,6 +51,8 @@ class Components:
     loss: Callable
     model: SpikingSequential
     regularizer: Regularizer | None = None
+    method: Any = None  # an embedding method (spikeport.training.methods); None: supervised
+    initial_state: dict[str, torch.Tensor] | None = None  # an embedding's untrained encoder
 
 
 def build_components(cfg: RunConfig, training: bool = False) -> Components:
@@ -59,22 +60,30 @@ def build_components(cfg: RunConfig, training: bool = False) -> Components:
     memory they need fits the budget (:func:`check_memory`; ``training``: for training)."""
     dataset = load_dataset(cfg.dataset["name"], **cfg.params("dataset"))
     encoder = make_encoder(cfg.encoder["name"], **cfg.params("encoder"))
-    loss = make_loss(cfg.loss["name"], **cfg.params("loss"))
+    loss = make_loss(cfg.loss["name"], **cfg.params("loss")) if cfg.loss is not None else None
     reg = (make_regularizer(cfg.regularizer["name"], cfg.time_steps, **cfg.params("regularizer"))
            if cfg.regularizer is not None else None)
-    check_memory(cfg, dataset, training)
+    method = make_method(cfg.method["name"], **cfg.params("method")) if cfg.method else None
+    if method is not None and method.supervised:
+        method = None  # the loop's own training
+    n_out = method.output_size(dataset.n_classes) if method else dataset.n_classes
+    check_memory(cfg, dataset, training, n_out)
     torch.manual_seed(cfg.train["seed"])  # weight initialisation
-    model = build_model(cfg.model["arch"], dataset.input_shape, dataset.n_classes,
+    model = build_model(cfg.model["arch"], dataset.input_shape, n_out,
                         **cfg.params("model", "arch"))
-    return Components(cfg, dataset, encoder, loss, model, reg)
+    initial = None if method is None else {k: v.clone() for k, v in model.state_dict().items()}
+    return Components(cfg, dataset, encoder, loss, model, reg, method, initial)
 
 
-def check_memory(cfg: RunConfig, dataset: Dataset, training: bool = False) -> None:
+def check_memory(cfg: RunConfig, dataset: Dataset, training: bool = False,
+                 n_out: int | None = None) -> None:
     """Refuse a config whose model or batches cannot fit in memory, before any of it is
     allocated (:mod:`spikeport.core.budget`). The bytes are lower bounds, float32: the
     parameters (training: also their gradients and the optimiser's state), and per batch the
-    encoded input and, per neuron and step, its input current and its spikes."""
-    params, neurons = model_size(cfg.model["arch"], dataset.input_shape, dataset.n_classes,
+    encoded input and, per neuron and step, its input current and its spikes. ``n_out``:
+    the output population's size (default: one neuron per class)."""
+    params, neurons = model_size(cfg.model["arch"], dataset.input_shape,
+                                 dataset.n_classes if n_out is None else n_out,
                                  **cfg.params("model", "arch"))
     copies = 3 if training else 1
     model_bytes = 4 * copies * params
@@ -180,6 +189,11 @@ def fit(c: Components, progress: bool = True, device: torch.device | str = "cpu"
     regulariser's share, whose mean term is logged as ``regularizer``) and accuracy, summed
     over all ranks when training data-parallel (:mod:`spikeport.training.distributed`)."""
     cfg, shard, device = c.config, distributed.current(), torch.device(device)
+    if c.method is not None:  # an embedding method trains with its own objective
+        if shard.world > 1:
+            raise ConfigError(f"method {cfg.method['name']!r} trains in one process",
+                              "drop --nproc (and torchrun) for this recipe")
+        return c.method.fit(c, progress=progress, device=device)
     c.model.to(device)
     gen = torch.Generator().manual_seed(shard.seed(cfg.train["seed"]))
     forward, sampler = c.model, None
@@ -208,16 +222,12 @@ def fit(c: Components, progress: bool = True, device: torch.device | str = "cpu"
     return history
 
 
-def _diverged(cfg: RunConfig, what: str) -> None:
-    lr = cfg.optimizer["lr"]
-    lower = repr(float(f"{lr / 10:.3g}"))
-    raise ConfigError(f"training diverged: {what}; nothing was written",
-                      f"lower optimizer.lr (now {lr:g}), e.g. --set optimizer.lr={lower}")
-
-
 @torch.no_grad()
 def evaluate(c: Components, progress: bool = False) -> dict:
-    """Test accuracy, macro F1 and hidden-neuron usage on the test split."""
+    """Test accuracy, macro F1 and hidden-neuron usage on the test split (an embedding
+    method: of a kNN on the embeddings, with the linear probe's and the random floor's)."""
+    if c.method is not None:
+        return c.method.evaluate(c, progress=progress)
     cfg, ds, T = c.config, c.dataset, c.config.time_steps
     gen = torch.Generator().manual_seed(cfg.train["seed"] + EVAL_SEED_OFFSET)
     c.model.eval()
@@ -247,6 +257,11 @@ class Evaluation:
     ``test_accuracy`` and ``test_f1`` (macro) from the output spike counts; hidden-neuron
     usage (ENERGY.md 1.2) as the mean over examples, its median and per layer (None without
     hidden layers); ``n_test`` examples. ``summary()`` is what ``--json`` prints.
+
+    An embedding method's run (spikeport.training.methods) takes ``test_accuracy`` and
+    ``test_f1`` from a kNN classifier on the embeddings, and adds ``knn_accuracy``,
+    ``linear_probe_accuracy`` (printed too) and ``embedding`` (the readout, both F1s,
+    the untrained encoder's figures as ``random_floor``).
     """
     run_dir: str
     test_accuracy: float
@@ -255,12 +270,17 @@ class Evaluation:
     hidden_usage_median: float | None
     hidden_usage_per_layer: dict[str, float]
     n_test: int
+    knn_accuracy: float | None = None
+    linear_probe_accuracy: float | None = None
+    embedding: dict | None = None
 
     SUMMARY_KEYS = ("run_dir", "test_accuracy", "test_f1", "hidden_usage")
+    EMBEDDING_KEYS = ("knn_accuracy", "linear_probe_accuracy")
 
     def summary(self) -> dict:
-        """The four figures printed by ``--json``."""
-        return {k: getattr(self, k) for k in self.SUMMARY_KEYS}
+        """The four figures printed by ``--json`` (and an embedding's two probes)."""
+        return {k: getattr(self, k) for k in self.SUMMARY_KEYS + self.EMBEDDING_KEYS
+                if k in self.SUMMARY_KEYS or getattr(self, k) is not None}
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -343,6 +363,9 @@ def train(recipe: str | Path | RunConfig, out: str | Path, overrides: list[str] 
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"--nproc must be a positive whole number, not {nproc!r}",
                           "use --nproc 1 (one process) or --nproc 2 on two cores")
+    if nproc > 1 and cfg.method is not None and cfg.method["name"] != "supervised":
+        raise ConfigError(f"method {cfg.method['name']!r} trains in one process",
+                          "drop --nproc for this recipe")
     if nproc == 1:
         return train_run(cfg, out, force=force, progress=progress, device=device)
     if distributed.check_device(device).type != "cpu":

@@ -10,7 +10,9 @@ anything is built. Sections stay plain dicts with a ``name`` (or ``arch``) and t
 component's parameters as written; ``optimizer`` and ``train`` are completed with their
 defaults. ``config.yaml`` in a run directory is the resolved config, so a run can be rebuilt
 from its directory alone. The ``regularizer`` section is optional (absent: none); when
-given, it is completed with its defaults too.
+given, it is completed with its defaults too. So is ``method`` (absent: supervised
+training with the ``loss`` section; an embedding method, spikeport.training.methods,
+brings its own objective and its recipe has no ``loss`` section).
 
 Layout::
 
@@ -21,6 +23,7 @@ Layout::
     model:     {arch: mlp, hidden: [128], neuron: lif, beta: 0.9}
     loss:      {name: spikemax}
     regularizer: {name: rcs, alpha: 0.002, beta: 0.3}     # optional
+    method:    {name: supervised}                          # optional
     optimizer: {name: adam, lr: 0.002}
     train:     {epochs: 20, batch_size: 64, seed: 0}
 """
@@ -41,6 +44,7 @@ from spikeport.data.datasets import DATASETS, Seed
 from spikeport.data.encoders import ENCODERS
 from spikeport.models.architectures import check_model_params
 from spikeport.training.losses import LOSSES, check_regularizer
+from spikeport.training.methods import check_method
 from spikeport.training.optimizers import OPTIMIZERS
 
 RECIPE_DIR = Path(_models_pkg.__file__).resolve().parent / "recipes"  # models/recipes/*.yaml
@@ -69,8 +73,10 @@ COMPONENTS: dict[str, tuple[str, Callable[[str, dict], dict]]] = {
     "loss": ("name", LOSSES.check),
     "regularizer": ("name", check_regularizer),
     "optimizer": ("name", OPTIMIZERS.check),
+    "method": ("name", None),  # checked with the other sections (check_method)
 }
-OPTIONAL = ("regularizer",)  # sections that may be absent (or null)
+OPTIONAL = ("regularizer", "method", "loss")  # sections that may be absent (or null);
+# loss only in a recipe whose method brings its own objective
 
 
 def _section(example: dict, **kw) -> Any:
@@ -87,13 +93,16 @@ class RunConfig(BaseModel):
     dataset: dict[str, Any] = _section({"name": "digits"}, title="section 'dataset'")
     encoder: dict[str, Any] = _section({"name": "rate"}, title="section 'encoder'")
     model: dict[str, Any] = _section({"arch": "mlp", "hidden": [128]}, title="section 'model'")
-    loss: dict[str, Any] = _section({"name": "spikemax"}, title="section 'loss'")
+    loss: dict[str, Any] | None = _section({"name": "spikemax"}, default=None,
+                                           title="section 'loss'")
     regularizer: dict[str, Any] | None = _section({"name": "rcs", "alpha": 0.002}, default=None,
                                                   title="section 'regularizer'")
     optimizer: dict[str, Any] = _section({"name": "adam", "lr": 0.001}, default_factory=dict,
                                          title="section 'optimizer'")
     train: dict[str, Any] = _section({"epochs": 10}, default_factory=dict,
                                      title="section 'train'")
+    method: dict[str, Any] | None = _section({"name": "siamese-emd"}, default=None,
+                                             title="section 'method'")
 
     @field_validator(*COMPONENTS)
     @classmethod
@@ -115,12 +124,17 @@ class RunConfig(BaseModel):
         name = self.optimizer.get("name", "adam")
         self.optimizer = {"name": name, **OPTIMIZERS.defaults(name), **self.params("optimizer")}
         for section, (key, check) in COMPONENTS.items():
-            if section not in OPTIONAL:
+            if section not in OPTIONAL or section == "loss" and self.loss is not None:
                 check(getattr(self, section)[key], self.params(section, key))
         if self.regularizer is not None:
             name = self.regularizer["name"]
             self.regularizer = {"name": name, **check_regularizer(
                 name, self.params("regularizer"), self.time_steps)}
+        method = self.method or {"name": "supervised"}
+        checked = check_method(method["name"], self.params("method") if self.method else {},
+                               {"loss": self.loss, "regularizer": self.regularizer})
+        if self.method is not None:
+            self.method = {"name": method["name"], **checked}
         self.train = {**TRAIN_DEFAULTS, **self.train}
         parse_as(TrainParams, self.train, section="train")
         return self
