@@ -104,9 +104,11 @@ def build_resnet(input_shape, n_classes, neurons: Neurons, *, variant: Variant =
                  stem: Positive = 16, widths: Sizes = (16, 32, 64), blocks: Blocks = 1,
                  kernel: OddKernel = 3, batchnorm: Literal["bn", "bntt", "none"] = "bn",
                  bntt_steps: Annotated[int, Field(ge=0)] = 0, stem_stride: Literal[1, 2] = 1,
-                 readout: Literal["avg", "flatten"] = "avg") -> SpikingSequential:
+                 readout: Literal["avg", "flatten"] = "avg",
+                 dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0) -> SpikingSequential:
     """``widths``: channels of each stage; ``blocks``: basic blocks per stage; ``readout``:
-    global average pool (the paper) or every position of the last stage into the Linear."""
+    global average pool (the paper) or every position of the last stage into the Linear;
+    ``dropout``: before that Linear, in training only (nothing is exported for it)."""
     if len(input_shape) != 3:
         raise ConfigError(f"model 'resnet' needs image input (C, H, W), got shape {input_shape}",
                           "use model.arch: mlp for this dataset")
@@ -128,5 +130,6 @@ def build_resnet(input_shape, n_classes, neurons: Neurons, *, variant: Variant =
             h, w, c = _out(h, kernel, stride), _out(w, kernel, stride), width
     pool = [nn.AvgPool2d((h, w))] if readout == "avg" else []
     features = c if readout == "avg" else c * h * w
-    layers += [*pool, nn.Flatten(), nn.Linear(features, n_classes), neurons((n_classes,))]
+    drop = [nn.Dropout(dropout)] if dropout > 0 else []
+    layers += [*pool, nn.Flatten(), *drop, nn.Linear(features, n_classes), neurons((n_classes,))]
     return SpikingSequential(layers, input_shape, n_classes)
