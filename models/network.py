@@ -76,8 +76,8 @@ def _run_layers(layers, h: torch.Tensor) -> torch.Tensor:
     for layer in layers:
         if isinstance(layer, snn.SpikingNeuron):
             h = _step_population(layer, h)
-        elif isinstance(layer, Residual):
-            h = layer(h)
+        elif isinstance(layer, Residual) or getattr(layer, "time_major", False):
+            h = layer(h)  # takes (T, B, ...) itself (a time-major layer: per-step BatchNorm)
         else:
             y = layer(h.reshape(T * B, *h.shape[2:]))
             h = y.reshape(T, B, *y.shape[1:])

@@ -47,8 +47,10 @@ Positive = Annotated[int, Field(gt=0)]
 
 
 class BatchNormTT(nn.Module):
-    """BatchNorm through time (BNTT): one ``BatchNorm2d`` per time step, applied to the
-    (T*B, C, H, W) currents of a layer-major pass, ``steps`` = T."""
+    """BatchNorm through time (BNTT): one ``BatchNorm2d`` per time step; it takes the whole
+    (T, B, C, H, W) current of a layer-major pass (``time_major``), T = ``steps``."""
+
+    time_major = True
 
     def __init__(self, channels: int, steps: int, eps: float = 1e-5):
         super().__init__()
@@ -56,12 +58,10 @@ class BatchNormTT(nn.Module):
         self.norms = nn.ModuleList(nn.BatchNorm2d(channels, eps=eps) for _ in range(steps))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] % self.steps:
+        if x.shape[0] != self.steps:
             raise ConfigError(f"a BNTT layer built for {self.steps} time steps received "
-                              f"{x.shape[0]} (time x batch) inputs",
-                              "set model.bntt_steps to the recipe's time_steps")
-        xs = x.reshape(self.steps, -1, *x.shape[1:])
-        return torch.cat([bn(xt) for bn, xt in zip(self.norms, xs)])
+                              f"{x.shape[0]}", "set model.bntt_steps to the recipe's time_steps")
+        return torch.stack([bn(xt) for bn, xt in zip(self.norms, x)])
 
 
 def _out(size: int, kernel: int, stride: int) -> int:

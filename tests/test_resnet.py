@@ -144,7 +144,7 @@ def test_bntt_is_refused_or_folded_as_a_recorded_approximation():
     np.testing.assert_allclose(graph.nodes["layers_0"].bias, want_bias, rtol=1e-6)
     assert conv.bias is None
     with pytest.raises(ConfigError, match="bntt_steps"):
-        model(_spikes(steps=5))
+        model(_spikes(steps=16))  # 16 x 3 inputs would fit 8 steps if it counted T x B
 
 
 @pytest.mark.parametrize("target", ["loihi-emu", "lava"])
