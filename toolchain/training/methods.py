@@ -52,6 +52,16 @@ class Supervised:
         return n_classes
 
 
+class EmbeddingMethod:
+    """Base of the embedding methods: the output population has ``embedding`` neurons."""
+
+    supervised = False
+    embedding: int
+
+    def output_size(self, n_classes: int) -> int:
+        return self.embedding
+
+
 def check_method(name: str, params: dict[str, Any], sections: dict[str, Any]) -> dict[str, Any]:
     """The method section's keys (without ``name``) checked, defaults filled in, and what
     the rest of the recipe must be for it: an embedding method has its own objective (no

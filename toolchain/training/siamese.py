@@ -35,7 +35,7 @@ from pydantic import Field
 
 from spikeport.core.errors import ConfigError
 from spikeport.training.embeddings import evaluate_embedding, fit_embedding
-from spikeport.training.methods import METHODS
+from spikeport.training.methods import METHODS, EmbeddingMethod
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -100,15 +100,11 @@ class PairSampler:
 @METHODS.register("siamese-emd", "siamese: shared encoder, balanced class pairs, contrastive "
                   "loss on the EMD between output spike trains")
 @dataclass(frozen=True)
-class SiameseEMD:
+class SiameseEMD(EmbeddingMethod):
     margin: Annotated[float, Field(gt=0)] = 2.0
     embedding: PositiveInt = 32
     knn_k: PositiveInt = 10
-    supervised = False
     uses_labels = True
-
-    def output_size(self, n_classes: int) -> int:
-        return self.embedding
 
     def batches(self, c, gen: torch.Generator) -> Iterator[tuple]:
         sampler = PairSampler(c.dataset.y_train)

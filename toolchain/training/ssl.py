@@ -31,7 +31,7 @@ from pydantic import Field
 from torch import nn
 
 from spikeport.training.embeddings import counts, evaluate_embedding, fit_embedding
-from spikeport.training.methods import METHODS
+from spikeport.training.methods import METHODS, EmbeddingMethod
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Weight = Annotated[float, Field(ge=0)]
@@ -86,7 +86,7 @@ class Head(nn.Module):
 @METHODS.register("ssl-two-view", "self-supervised: two Poisson views of each image, shared "
                   "encoder and projector, no labels (VICReg, SimSiam or NT-Xent)")
 @dataclass(frozen=True)
-class TwoView:
+class TwoView(EmbeddingMethod):
     objective: Literal["vicreg", "simsiam", "ntxent"] = "vicreg"
     embedding: PositiveInt = 256
     projector: PositiveInt = 512
@@ -95,11 +95,7 @@ class TwoView:
     cov_weight: Weight = 1.0
     temperature: Annotated[float, Field(gt=0)] = 0.5
     knn_k: PositiveInt = 10
-    supervised = False
     uses_labels = False
-
-    def output_size(self, n_classes: int) -> int:
-        return self.embedding
 
     def batches(self, c, gen: torch.Generator) -> Iterator[tuple]:
         """A permutation of the training indices in batches; both views are the same
