@@ -78,11 +78,10 @@ def test_a_bad_value_in_a_late_block_is_named_by_its_sample(trained_run, tmp_pat
 
 
 def test_estimate_on_a_file_read_in_blocks_equals_the_file_loaded_whole(trained_run, tmp_path):
-    inputs = runs.run_inputs(trained_run.path)
-    runs.export_run_graph(trained_run.path, write=False)
-    graph = tmp_path / "model.nir"
     import nir
 
+    inputs = runs.run_inputs(trained_run.path)
+    graph = tmp_path / "model.nir"
     nir.write(graph, runs.export_run_graph(trained_run.path, write=False)[0])
     np.savez(tmp_path / "plain.npz", x=inputs.x, y=inputs.y)  # read in blocks
     np.savez_compressed(tmp_path / "packed.npz", x=inputs.x, y=inputs.y)  # loaded whole

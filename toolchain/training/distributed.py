@@ -28,7 +28,6 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.distributed as dist
 
-from spikeport.core.devices import check_device  # noqa: F401 (the training side's import)
 from spikeport.core.errors import ConfigError, SpikeportError
 
 # A rank waiting for the others gives up after this long (gloo's default is 30 minutes);

@@ -35,6 +35,7 @@ from spikeport.data.encoders import make_encoder
 from spikeport.core.errors import CheckpointError, ConfigError, SpikeportError
 from spikeport.core.recording import predict
 from spikeport.core import interrupts
+from spikeport.core.devices import check_device
 from spikeport.training import distributed
 from spikeport.training.losses import LayerTrace, Regularizer, make_loss, make_regularizer
 from spikeport.training.methods import EVAL_SEED_OFFSET, diverged as _diverged, make_method
@@ -314,7 +315,7 @@ def train_run(cfg: RunConfig, out: str | Path, force: bool = False,
     trains its shard; rank 0 alone claims, evaluates and writes, and returns the result
     (with ``ranks``: each rank's weight digest), the other ranks return None.
     """
-    dev = distributed.check_device(device)
+    dev = check_device(device)
     shard = distributed.init_from_env(dev)
     dev = distributed.rank_device(dev, shard)
     c = build_components(cfg, training=True)  # every config error surfaces here, before any write
@@ -368,7 +369,7 @@ def train(recipe: str | Path | RunConfig, out: str | Path, overrides: list[str] 
                           "drop --nproc for this recipe")
     if nproc == 1:
         return train_run(cfg, out, force=force, progress=progress, device=device)
-    if distributed.check_device(device).type != "cpu":
+    if check_device(device).type != "cpu":
         raise ConfigError("--nproc starts local CPU processes (gloo)",
                           "use torchrun --nproc-per-node N for several CUDA devices "
                           "(docs/scaling.md)")
