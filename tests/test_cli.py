@@ -7,22 +7,13 @@ import torch
 from typer.testing import CliRunner
 
 from spikeport.cli import app
+from tests.cli_checks import assert_user_error
 
 runner = CliRunner()
 
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    err = result.stderr.strip()
-    assert err.startswith("error: ") and "fix:" in err, err
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in result.output
-    for f in fragments:
-        assert f in err, err
 
 
 def test_train_json_has_the_four_fields_and_writes_the_run_dir(trained_run):

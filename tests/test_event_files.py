@@ -16,6 +16,7 @@ from spikeport.cli import app
 from spikeport.core.errors import DataError
 from spikeport.data import event_files as ef
 from spikeport.data.events import EVENT_DTYPE
+from tests.cli_checks import assert_user_error
 
 DAVIS = Path(__file__).resolve().parent / "fixtures" / "davis346"
 CROP = (70, 218)  # the 20x20 window of the crop with the most events (2,791 of 7,861)
@@ -30,15 +31,6 @@ def cli_json(*args) -> dict:
     r = invoke(*args, "--json")
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)
-
-
-def assert_user_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    err = result.stderr.strip()
-    assert err.startswith("error: ") and " -- fix: " in err and len(err.splitlines()) == 1, err
-    assert "Traceback" not in result.output
-    for f in fragments:
-        assert f in err, err
 
 
 def by_hand(ev: np.ndarray, corner, size, window_us, steps) -> np.ndarray:

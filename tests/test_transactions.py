@@ -32,6 +32,7 @@ from typer.testing import CliRunner
 from spikeport.cli import app
 from spikeport.core import fs, interrupts, transactions
 from spikeport.core.errors import RunDirError
+from tests.cli_checks import assert_user_error
 
 runner = CliRunner()
 SENTINEL = b"an old artifact\n"
@@ -53,15 +54,6 @@ def digest(d: Path) -> dict[str, str]:
 def hidden(d: Path) -> list[str]:
     """Spikeport's temporary files, records, journals and locks all have hidden names."""
     return sorted(str(p.relative_to(d)) for p in d.rglob(".*"))
-
-
-def assert_user_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    err = result.stderr.strip()
-    assert err.startswith("error: ") and "fix:" in err and len(err.splitlines()) == 1, err
-    assert "Traceback" not in result.output
-    for f in fragments:
-        assert f in err, err
 
 
 class StopAt:
