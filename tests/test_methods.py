@@ -187,3 +187,22 @@ def test_an_embedding_run_reports_both_probes_and_evaluates_identically(recipe, 
 def test_an_embedding_method_refuses_data_parallel_training(tmp_path):
     with pytest.raises(ConfigError, match="trains in one process"):
         train(tiny("ssl-poisson-mnist"), tmp_path / "r", nproc=2)
+
+
+def test_weights_that_left_the_finite_numbers_stop_training_in_one_line():
+    """Both training loops (supervised and embedding) check the weights after every epoch:
+    the last step's loss can be finite while the step overflows them."""
+    import types
+
+    import torch
+
+    from spikeport.training.methods import check_finite_weights
+
+    cfg = types.SimpleNamespace(optimizer={"lr": 0.01})
+    good, bad = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    check_finite_weights(cfg, [good], 3)  # finite: nothing happens
+    with torch.no_grad():
+        bad.bias[1] = float("nan")
+    with pytest.raises(ConfigError, match="parameter bias is not finite after epoch 3") as e:
+        check_finite_weights(cfg, [good, bad], 3)
+    assert "optimizer.lr=0.001" in str(e.value)

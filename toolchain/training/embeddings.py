@@ -28,7 +28,8 @@ from tqdm import tqdm
 from spikeport.core import interrupts
 from spikeport.models.network import record
 from spikeport.training.losses import LayerTrace
-from spikeport.training.methods import EVAL_SEED_OFFSET, PROBE_SEED_OFFSET, diverged
+from spikeport.training.methods import (EVAL_SEED_OFFSET, PROBE_SEED_OFFSET, check_finite_weights,
+                                        diverged)
 from spikeport.training.optimizers import make_optimizer
 from spikeport.training.scores import HiddenUsage, classification_metrics
 
@@ -174,6 +175,7 @@ def fit_embedding(c, method, head: torch.nn.Module | None, progress: bool = True
             total, seen = total + loss.item() * len(i1), seen + len(i1)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         sched.step()
+        check_finite_weights(cfg, modules, epoch + 1)
         row = {"epoch": epoch + 1, "loss": total / seen,
                **({"regularizer": total_reg / seen} if c.regularizer else {})}
         history.append(row)

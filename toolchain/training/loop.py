@@ -38,7 +38,8 @@ from spikeport.core import interrupts
 from spikeport.core.devices import check_device
 from spikeport.training import distributed
 from spikeport.training.losses import LayerTrace, Regularizer, make_loss, make_regularizer
-from spikeport.training.methods import EVAL_SEED_OFFSET, diverged as _diverged, make_method
+from spikeport.training.methods import (EVAL_SEED_OFFSET, check_finite_weights,
+                                        diverged as _diverged, make_method)
 from spikeport.training.scores import HiddenUsage, classification_metrics, require_finite
 
 log = logging.getLogger(__name__)
@@ -210,10 +211,7 @@ def fit(c: Components, progress: bool = True, device: torch.device | str = "cpu"
     for epoch in range(cfg.train["epochs"]):
         row = _epoch(c, e, epoch, x_all, y_all, progress)
         sched.step()
-        bad = next((name for name, p in c.model.named_parameters()
-                    if not bool(torch.isfinite(p).all())), None)
-        if bad is not None:
-            _diverged(cfg, f"parameter {bad} is not finite after epoch {epoch + 1}")
+        check_finite_weights(cfg, [c.model], epoch + 1)
         history.append(row)
         log.info("epoch %d: loss %.4f accuracy %.4f", epoch + 1, row["loss"], row["accuracy"])
         if progress:

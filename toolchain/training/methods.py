@@ -102,6 +102,18 @@ def _register_builtins() -> None:
     from spikeport.training import siamese, ssl  # noqa: F401
 
 
+def check_finite_weights(cfg, modules, epoch: int) -> None:
+    """Stop (:func:`diverged`) when a parameter of ``modules`` left the finite numbers in
+    ``epoch`` (1-based): the last step's loss can be finite while the step itself overflows."""
+    import torch
+
+    for module in modules:
+        bad = next((name for name, p in module.named_parameters()
+                    if not bool(torch.isfinite(p).all())), None)
+        if bad is not None:
+            diverged(cfg, f"parameter {bad} is not finite after epoch {epoch}")
+
+
 def diverged(cfg, what: str) -> None:
     """Stop training whose loss or weights left the finite numbers, naming the fix."""
     lr = cfg.optimizer["lr"]
