@@ -326,6 +326,7 @@ class NIRModule(nn.Module):
                 raise GraphError(f"node {name!r} {e.problem}", e.fix) from None
         # ModuleDict keys may not contain dots.
         self.nodes = nn.ModuleDict({n.replace(".", "__"): m for n, m in mods.items()})
+        self.device = torch.device("cpu")  # where _compile moved it (options["device"])
 
     def node(self, name: str) -> nn.Module:
         return self.nodes[name.replace(".", "__")]
@@ -376,8 +377,7 @@ def _compile(graph, options=None):
 
 @torch.no_grad()
 def _run(module: NIRModule, x: np.ndarray) -> Recording:
-    device = getattr(module, "device", torch.device("cpu"))
-    values = module.run(torch.as_tensor(module.program.check_input(x), device=device))
+    values = module.run(torch.as_tensor(module.program.check_input(x), device=module.device))
     values = {n: v.cpu().numpy() for n, v in values.items()}
     spiking = module.spiking_nodes()
     check_values(values, module.program.kinds(), spiking)

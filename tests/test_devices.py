@@ -40,7 +40,26 @@ def test_an_absent_device_is_one_line_and_writes_nothing(own_run, command):
     assert sorted(p.name for p in own_run.iterdir()) == before
 
 
+def test_a_device_no_chosen_target_can_use_is_refused_not_ignored(own_run):
+    for command in (["run", "--target", "reference"], ["validate", "--targets", "reference,onnx"],
+                    ["estimate", "--target", "loihi-emu", "--cutoff", "none"]):
+        r = invoke(command[0], own_run, *command[1:], "--device", "cuda")
+        assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+        if torch.cuda.is_available():
+            assert "applies to the snntorch target only" in r.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_snntorch_target_on_cuda_equals_the_cpu(own_run):
+    a = invoke("run", own_run, "--target", "snntorch", "--json", "--samples", "40")
+    b = invoke("run", own_run, "--target", "snntorch", "--json", "--samples", "40",
+               "--device", "cuda")
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    assert json.loads(a.output) == json.loads(b.output)
+
+
 def test_the_snntorch_target_on_the_cpu_device_equals_the_default(own_run):
+    """The option's plumbing (CPU-only CI: the cuda comparison above runs on a GPU machine)."""
     a = invoke("run", own_run, "--target", "snntorch", "--json", "--samples", "40")
     b = invoke("run", own_run, "--target", "snntorch", "--json", "--samples", "40",
                "--device", "cpu")
@@ -49,3 +68,14 @@ def test_the_snntorch_target_on_the_cpu_device_equals_the_default(own_run):
     v = invoke("validate", own_run, "--targets", "reference,snntorch", "--device", "cpu", "--json")
     assert v.exit_code == 0, v.output
     assert json.loads(v.output)["pairs"][0]["mismatched_spike_bins"] == 0
+
+
+def test_a_cuda_device_is_for_the_snntorch_target_only(monkeypatch):
+    from spikeport.core.devices import check_target_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_target_device("cuda", ["reference", "snntorch"])  # snntorch uses it
+    check_target_device("cpu", ["reference"])
+    with pytest.raises(ConfigError, match="applies to the snntorch target only; reference, onnx"):
+        check_target_device("cuda", ["reference", "onnx"])

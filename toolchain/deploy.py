@@ -16,7 +16,7 @@ import numpy as np
 
 from spikeport import runs
 from spikeport.core import io, transactions
-from spikeport.core.devices import check_device
+from spikeport.core.devices import check_target_device
 from spikeport.core.errors import SpikeportError
 from spikeport.core.recording import predict
 from spikeport.exporters.targets import get_target, run_in_batches, target_names
@@ -108,10 +108,10 @@ def run(run_or_graph: str | Path, target: str = "reference", *,
     shards run at once (:func:`spikeport.exporters.targets.run_in_batches`). ``device``: where
     the torch-based target (snntorch) computes; the others run on the CPU."""
     runs.check_workers(workers)
-    check_device(device)
     known = target_names()
     if target not in known:
         raise SpikeportError(f"unknown target {target!r}", f"use one of: {', '.join(known)}")
+    check_target_device(device, [target])
     if out is not None and Path(out).is_dir():
         raise SpikeportError(f"--out {out} is a directory", "pass a file name for the recording, "
                              "e.g. --out rec.npz")

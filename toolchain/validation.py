@@ -20,7 +20,7 @@ import nir
 import numpy as np
 
 from spikeport import runs
-from spikeport.core.devices import check_device
+from spikeport.core.devices import check_target_device
 from spikeport.core import io, transactions
 from spikeport.core.errors import SpikeportError
 from spikeport.core.recording import Recording, predict
@@ -138,8 +138,8 @@ def validate(run_or_graph: str | Path, targets: list[str] | tuple[str, ...] = DE
     step of a graph that records none (:func:`spikeport.runs.read_graph`). ``workers``: sample
     shards run at once on each target (Lava: that many simulator processes); the result is
     the same for any number. ``device``: where the torch-based target (snntorch) computes."""
-    check_device(device)
     names = check_target_names(list(targets))
+    check_target_device(device, names)
     runs.check_workers(workers)
     if samples is not None and samples < 1:
         raise SpikeportError("--samples must be >= 1", "pass a positive number of samples")

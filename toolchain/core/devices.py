@@ -24,3 +24,17 @@ def check_device(device: str):
         raise ConfigError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices",
                           "use --device cuda:0")
     return dev
+
+
+# Targets that compute with torch and so honour --device; the others run on the CPU.
+DEVICE_TARGETS = ("snntorch",)
+
+
+def check_target_device(device: str, targets) -> None:
+    """``device`` for a command running ``targets``: refused in one line where it is not
+    the CPU and none of the targets can use it (it would be ignored silently)."""
+    dev = check_device(device)
+    if dev.type != "cpu" and not any(t in DEVICE_TARGETS for t in targets):
+        raise ConfigError(f"--device {device} applies to the snntorch target only; "
+                          f"{', '.join(targets)} compute on the CPU",
+                          "drop --device, or include the snntorch target")

@@ -26,7 +26,7 @@ import numpy as np
 from spikeport.exporters.targets import get_target, run_in_batches
 from spikeport import runs as artifacts
 from spikeport.core import transactions
-from spikeport.core.devices import check_device
+from spikeport.core.devices import check_target_device
 from spikeport.core.errors import SpikeportError
 from spikeport.training.scores import require_finite
 from spikeport.estimation import cutoff as co
@@ -216,7 +216,7 @@ def estimate(run_or_graph, target: str, *, profile: str | None = None, cutoff: s
     ``workers``: sample shards run at once (Lava: simulator processes); same result for any
     number (:func:`spikeport.exporters.targets.run_in_batches`)."""
     artifacts.check_workers(workers)
-    check_device(device)
+    check_target_device(device, [target])
     if cutoff not in CUTOFFS:
         raise SpikeportError(f"unknown cutoff {cutoff!r}", f"use one of: {', '.join(CUTOFFS)}")
     if plots is not None:
