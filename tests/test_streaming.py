@@ -122,3 +122,16 @@ def test_estimate_peak_memory_does_not_grow_with_the_samples(trained_run, tmp_pa
                              capture_output=True, text=True, check=True)
         peaks[n] = int(out.stdout.split()[-1])
     assert peaks[10000] < 1.2 * peaks[1000], peaks
+
+
+def test_reading_more_than_the_memory_budget_at_once_is_refused(tmp_path, monkeypatch):
+    """A target that takes every sample in one call reads the whole input: the budget the
+    eager loaders checked still holds for a streamed input."""
+    np.savez(tmp_path / "a.npz", x=RNG.random((4, 1000, 8)).astype(np.float32))
+    lazy = npz_member(tmp_path / "a.npz", "x")
+    monkeypatch.setenv("SPIKEPORT_MEMORY_BUDGET", "20000")  # bytes: 100 samples fit, 1000 not
+    assert lazy[:, 0:100].shape == (4, 100, 8)
+    with pytest.raises(SpikeportError, match="1000 samples of 4 steps held at once"):
+        lazy[:, 0:1000]
+    with pytest.raises(SpikeportError, match="--samples"):
+        np.asarray(lazy)

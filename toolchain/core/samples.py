@@ -17,6 +17,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from spikeport.core import budget
+from spikeport.core.errors import DataError
+
 Reader = Callable[[int, int], np.ndarray]  # (first, stop) -> x[:, first:stop]
 
 
@@ -45,6 +48,7 @@ class Samples:
                 and isinstance(key[1], slice) and key[1].step in (None, 1)):
             return np.asarray(self)[key]
         a, b, _ = key[1].indices(self.shape[1])
+        self._check_fits(max(0, b - a))
         out = self._read(a, max(a, b))
         return out if out.dtype == self.dtype else out.astype(self.dtype)
 
@@ -54,7 +58,16 @@ class Samples:
         for a in range(0, self.shape[1], size):
             yield a, self[:, a:a + size]
 
+    def _check_fits(self, samples: int) -> None:
+        """Refuse to hold ``samples`` samples at once beyond the memory budget (a target that
+        takes every sample in one call reads the whole input)."""
+        budget.check_bytes(budget.nbytes((self.shape[0], samples, *self.shape[2:]),
+                                         self.dtype.itemsize),
+                           f"{samples} samples of {self.shape[0]} steps held at once",
+                           "use fewer samples (--samples)", DataError)
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        self._check_fits(self.shape[1])
         out = np.empty(self.shape, dtype=self.dtype if dtype is None else dtype)
         for a, part in self.blocks():
             out[:, a:a + part.shape[1]] = part
