@@ -207,12 +207,12 @@ def bench_training(recipe: str = "digits", epochs: int = 5, nproc: int = 2) -> d
 
     cfg = load_recipe(recipe, [f"train.epochs={epochs}"])
     out: dict = {"recipe": recipe, "epochs": epochs}
+    seen = epochs * _train_size(cfg)
     with tempfile.TemporaryDirectory(prefix="spikeport-bench-train-") as tmp:
         for n in (1, nproc):
             t0 = time.perf_counter()
             result = train(cfg, Path(tmp) / f"p{n}", nproc=n)
             seconds = time.perf_counter() - t0
-            seen = epochs * _train_size(cfg)
             out[f"{n}_processes"] = {"seconds": seconds, "samples_per_s": seen / seconds,
                                      "test_accuracy": result.test_accuracy}
     out["speedup"] = out["1_processes"]["seconds"] / out[f"{nproc}_processes"]["seconds"]

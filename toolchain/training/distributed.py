@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import queue as queue_mod
 import tempfile
 import traceback
 from dataclasses import dataclass
@@ -162,7 +161,11 @@ def spawn(nproc: int, fn: Callable, *args) -> Any:
         except mp.ProcessRaisedException as e:
             _reraise(_drain(results), f"rank {e.error_index} failed")
     reports = _drain(results)
-    return next(value for rank, kind, value in reports if rank == 0 and kind == "ok")
+    found = next((value for rank, kind, value in reports if rank == 0 and kind == "ok"), None)
+    if found is None:
+        raise SpikeportError("data-parallel training ended without rank 0's result",
+                             "run again with --nproc 1 to see the error of a single process")
+    return found
 
 
 @contextlib.contextmanager
@@ -174,14 +177,14 @@ def _restore(logger: logging.Logger, level: int) -> Iterator[None]:
 
 
 def _drain(results) -> list[tuple]:
+    """Every (rank, kind, value) report the ranks left, errors first, by rank."""
     out = []
-    while True:
-        try:
-            if results.empty():
-                return sorted(out, key=lambda r: (r[1] == "ok", r[0]))
+    try:
+        while not results.empty():
             out.append(results.get())
-        except (EOFError, OSError, queue_mod.Empty):
-            return out
+    except (EOFError, OSError):  # a rank killed while writing its report
+        pass
+    return sorted(out, key=lambda r: (r[1] == "ok", r[0]))
 
 
 def _reraise(reports: list[tuple], what: str) -> None:
