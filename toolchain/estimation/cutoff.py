@@ -56,6 +56,7 @@ def _check_o(o) -> np.ndarray:
 
 
 def _check_y(y, o: np.ndarray) -> np.ndarray:
+    """Labels as int64 (B,), one per sample of ``o`` (T, B, ...) or of predictions (T, B)."""
     y = np.asarray(y).astype(np.int64).reshape(-1)
     if y.shape[0] != o.shape[1]:
         raise SpikeportError(f"{y.shape[0]} labels for {o.shape[1]} samples",
@@ -82,10 +83,18 @@ def gaps(o) -> np.ndarray:
 def correct_from(o, y) -> np.ndarray:
     """(T, B) bool: prediction correct at t and at every later step (the OCT condition)."""
     o = _check_o(o)
-    y = _check_y(y, o)
-    correct = predictions(o) == y[None, :]
+    return _correct_from_predictions(predictions(o), _check_y(y, o))
+
+
+def _correct_from_predictions(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    correct = pred == y[None, :]
     # backward cumulative AND over steps: reverse, running AND, reverse back
     return np.logical_and.accumulate(correct[::-1], axis=0)[::-1]
+
+
+def _oct(ok: np.ndarray) -> np.ndarray:
+    """OCT (B,) from the (T, B) "correct from here on" mask; T + 1 where never."""
+    return np.where(ok.any(0), ok.argmax(0) + 1, ok.shape[0] + 1).astype(np.int64)
 
 
 def _first_true(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,9 +217,7 @@ def oct_steps(o, y) -> np.ndarray:
     is wrong at T has no such step: it gets the sentinel **T + 1** (kept as an integer so the
     array stays int64; filter with ``oct < T + 1`` or use samples correct at T).
     """
-    ok = correct_from(o, y)
-    T = ok.shape[0]
-    return np.where(ok.any(0), ok.argmax(0) + 1, T + 1).astype(np.int64)
+    return _oct(correct_from(o, y))
 
 
 # ---------------------------------------------------------------------------------- report
@@ -233,11 +240,8 @@ def report_from_predictions(pred, y, exit_steps, forced=None) -> dict:
     """:func:`cutoff_report` from the per-step predictions (T, B) alone (:func:`predictions`
     of the outputs, which is all the report reads: the estimator keeps them, not the outputs)."""
     pred = np.asarray(pred)
-    y = np.asarray(y).astype(np.int64).reshape(-1)
+    y = _check_y(y, pred)
     T, B = pred.shape[0], pred.shape[1]
-    if y.shape[0] != B:
-        raise SpikeportError(f"{y.shape[0]} labels for {B} samples",
-                             "pass one label per sample (the B axis of o)")
     t = np.asarray(exit_steps).astype(np.int64).reshape(-1)
     if t.shape[0] != B:
         raise SpikeportError(f"{t.shape[0]} exit steps for {B} samples",
@@ -254,8 +258,7 @@ def report_from_predictions(pred, y, exit_steps, forced=None) -> dict:
     forced = np.asarray(forced, bool).reshape(-1)
     at_cut = pred[t - 1, np.arange(B)]
     correct_T = pred[-1] == y
-    ok = np.logical_and.accumulate((pred == y[None, :])[::-1], axis=0)[::-1]  # as oct_steps
-    oct_ = np.where(ok.any(0), ok.argmax(0) + 1, T + 1)
+    oct_ = _oct(_correct_from_predictions(pred, y))
     mean = float(t.mean())
     return {
         "samples": int(B),
