@@ -49,23 +49,17 @@ def test_a_device_no_chosen_target_can_use_is_refused_not_ignored(own_run):
             assert "applies to the snntorch target only" in r.output
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_the_snntorch_target_on_cuda_equals_the_cpu(own_run):
+@pytest.mark.parametrize("device", [
+    "cpu",  # the option's plumbing on a CPU-only machine
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                  reason="needs a CUDA device"))])
+def test_the_snntorch_target_on_a_device_equals_the_default_cpu(own_run, device):
     a = invoke("run", own_run, "--target", "snntorch", "--json", "--samples", "40")
     b = invoke("run", own_run, "--target", "snntorch", "--json", "--samples", "40",
-               "--device", "cuda")
+               "--device", device)
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
     assert json.loads(a.output) == json.loads(b.output)
-
-
-def test_the_snntorch_target_on_the_cpu_device_equals_the_default(own_run):
-    """The option's plumbing (CPU-only CI: the cuda comparison above runs on a GPU machine)."""
-    a = invoke("run", own_run, "--target", "snntorch", "--json", "--samples", "40")
-    b = invoke("run", own_run, "--target", "snntorch", "--json", "--samples", "40",
-               "--device", "cpu")
-    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
-    assert json.loads(a.output) == json.loads(b.output)
-    v = invoke("validate", own_run, "--targets", "reference,snntorch", "--device", "cpu", "--json")
+    v = invoke("validate", own_run, "--targets", "reference,snntorch", "--device", device, "--json")
     assert v.exit_code == 0, v.output
     assert json.loads(v.output)["pairs"][0]["mismatched_spike_bins"] == 0
 
